@@ -1,0 +1,25 @@
+"""Stage `evaluate`: the loss matrix of one arm (untrained, after pretraining, after every phase)."""
+from pathlib import Path
+
+from sparsecl import stage
+from sparsecl.data.tokens import TokenData
+from sparsecl.io import write_json
+from sparsecl.metrics.evaluate import loss_matrix
+from sparsecl.topology.store import load_masks
+from sparsecl.train.loop import resolve_device
+
+
+def main(params, args):
+    base = f"{args.topology}-s{args.seed}"
+    arm = f"{args.topology}-{args.mechanism}-s{args.seed}"
+    order = params["data"]["order"]
+    pre, seq = Path(f"models/pretrain/{base}"), Path(f"models/sequential/{arm}")
+    checkpoints = {"untrained": pre / "init.pt", f"phase0_{order[0]}": pre / "model.pt",
+                   **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
+    losses = loss_matrix(checkpoints, load_masks(f"data/masks/{base}.pt"), TokenData("data/tokens"), order,
+                         params["data"]["eval_tokens"], resolve_device(params["device"]))
+    write_json(f"metrics/eval/{arm}.json", {"loss": losses})
+
+
+if __name__ == "__main__":
+    stage.run(main, "topology", "mechanism", "seed")

@@ -1,0 +1,16 @@
+"""Stage `pretrain`: train one (topology, seed) arm on the first domain of data.order."""
+from sparsecl import stage
+from sparsecl.io import write_json
+from sparsecl.train.run import pretrain
+
+
+def main(params, args):
+    arm = f"{args.topology}-s{args.seed}"
+    out = f"models/pretrain/{arm}"
+    summary = pretrain(params, args.topology, args.seed, "data/tokens", f"data/masks/{arm}.pt", out,
+                       f"dvclive/pretrain/{arm}")
+    write_json(f"{out}/train_summary.json", summary)
+
+
+if __name__ == "__main__":
+    stage.run(main, "topology", "seed")

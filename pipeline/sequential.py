@@ -1,0 +1,17 @@
+"""Stage `sequential`: one phase per later domain, from the pretrained arm, with one mechanism."""
+from sparsecl import stage
+from sparsecl.io import write_json
+from sparsecl.train.run import sequential
+
+
+def main(params, args):
+    base = f"{args.topology}-s{args.seed}"
+    arm = f"{args.topology}-{args.mechanism}-s{args.seed}"
+    out = f"models/sequential/{arm}"
+    summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
+                         f"models/pretrain/{base}", out, f"dvclive/sequential/{arm}")
+    write_json(f"{out}/train_summary.json", summary)
+
+
+if __name__ == "__main__":
+    stage.run(main, "topology", "mechanism", "seed")

@@ -1,0 +1,171 @@
+"""A nanoGPT-style causal transformer whose attention and MLP matrices carry a fixed sparse mask.
+
+Sparsified: q, k, v (one mask per logical matrix even though they are fused), attention output,
+MLP fc and MLP proj. Dense: embeddings, tied LM head, LayerNorms, biases.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MaskedLinear(nn.Linear):
+    """nn.Linear with an optional fixed 0/1 mask.
+
+    The forward pass uses `weight * mask`, so the gradient of a masked entry is exactly 0, and so are its
+    Adam moments; decoupled weight decay keeps a zero weight at zero. Masked entries stay 0 forever.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, blocks: int = 1):
+        super().__init__(in_features, out_features, bias=bias)
+        self.blocks = blocks  # logical matrices stacked along the output dim (3 for fused q,k,v)
+        self.register_buffer("mask", None)
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        return self.out_features // self.blocks, self.in_features
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        if mask is not None:
+            if tuple(mask.shape) != tuple(self.weight.shape):
+                raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.weight.shape)}")
+            mask = mask.to(dtype=self.weight.dtype, device=self.weight.device)
+            with torch.no_grad():
+                self.weight.mul_(mask)
+        self.mask = mask
+
+    @property
+    def density(self) -> float:
+        return 1.0 if self.mask is None else float(self.mask.mean())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight if self.mask is None else self.weight * self.mask
+        return F.linear(x, weight, self.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.c_attn = MaskedLinear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, blocks=3)
+        self.c_proj = MaskedLinear(cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = MaskedLinear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias)
+        self.c_proj = MaskedLinear(4 * cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig, masks: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied
+        masks = masks or {}
+        unknown = set(masks) - set(self.masked_layers())
+        if unknown:
+            raise ValueError(f"masks for layers the model does not have: {sorted(unknown)}")
+        for name, layer in self.masked_layers().items():
+            layer.set_mask(masks.get(name))
+        self._init_weights()
+
+    def masked_layers(self) -> dict[str, MaskedLinear]:
+        return {n: m for n, m in self.named_modules() if isinstance(m, MaskedLinear)}
+
+    def _init_weights(self) -> None:
+        """nanoGPT's init, with std scaled by 1/sqrt(density) so a sparse layer's effective fan-in
+        (density * n_in) gives the same activation scale as the dense layer."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = 0.02
+                if name.endswith("c_proj"):
+                    std /= math.sqrt(2 * self.cfg.n_layer)  # residual projections, as in GPT-2
+                if isinstance(module, MaskedLinear):
+                    std /= math.sqrt(module.density)
+                nn.init.normal_(module.weight, 0.0, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, MaskedLinear) and module.mask is not None:
+                    with torch.no_grad():
+                        module.weight.mul_(module.mask)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence length {T} > model.block_size {self.cfg.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def param_counts(self) -> dict[str, float]:
+        """Parameter counts (tied head counted once) and densities, over sparsified and all matrices."""
+        total = sum(p.numel() for p in self.parameters())
+        sparse_total = sum(m.weight.numel() for m in self.masked_layers().values())
+        sparse_kept = sum(m.weight.numel() if m.mask is None else int(m.mask.sum())
+                          for m in self.masked_layers().values())
+        active = total - sparse_total + sparse_kept
+        return {"params_total": total, "params_active": active, "sparsified_params": sparse_total,
+                "sparsified_kept": sparse_kept, "sparsified_density": sparse_kept / sparse_total,
+                "model_density": active / total}

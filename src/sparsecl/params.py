@@ -1,0 +1,222 @@
+"""Load and validate params.yaml before any stage does work.
+
+The schema is plain data: every key the pipeline reads, its type and range. A problem is reported as
+`key: value is wrong, allowed ...`; all problems are reported together so one run shows them all.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
+from sparsecl.mechanisms import MECHANISMS
+from sparsecl.topology import TOPOLOGIES
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message lists every problem, one per line."""
+
+
+# A check takes (key, value) and returns an error message or None.
+Check = Callable[[str, Any], "str | None"]
+
+
+def _num(lo=None, hi=None, lo_open=False, integer=False) -> Check:
+    def check(key, v):
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return f"{key}: {v!r} is not {kind}"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"{key}: {v!r} is out of range, allowed {'>' if lo_open else '>='} {lo}" + (
+                f" and <= {hi}" if hi is not None else "")
+        if hi is not None and v > hi:
+            return f"{key}: {v!r} is out of range, allowed <= {hi}"
+        return None
+    return check
+
+
+def _choice(allowed) -> Check:
+    def check(key, v):
+        if v not in allowed:
+            return f"{key}: unknown value {v!r}, allowed: {', '.join(map(str, allowed))}"
+        return None
+    return check
+
+
+def _bool(key, v):
+    return None if isinstance(v, bool) else f"{key}: {v!r} is not true/false"
+
+
+def _str(key, v):
+    return None if isinstance(v, str) and v else f"{key}: {v!r} is not a non-empty string"
+
+
+def _list_of(item: Check, unique=True) -> Check:
+    def check(key, v):
+        if not isinstance(v, list) or not v:
+            return f"{key}: {v!r} is not a non-empty list"
+        errs = [e for i, x in enumerate(v) if (e := item(f"{key}[{i}]", x))]
+        if not errs and unique and len(set(map(str, v))) != len(v):
+            errs.append(f"{key}: {v!r} has duplicate entries")
+        return "\n".join(errs) or None
+    return check
+
+
+INT_POS = _num(1, integer=True)
+INT_NONNEG = _num(0, integer=True)
+
+SCHEMA: dict[str, Any] = {
+    "density": _num(0, 1, lo_open=True),
+    "seeds": _list_of(INT_NONNEG),
+    "topologies": _list_of(_choice(sorted(TOPOLOGIES))),
+    "mechanisms": _list_of(_choice(sorted(MECHANISMS))),
+    "device": _choice(["auto", "cpu", "cuda"]),
+    "data": {
+        "seed": INT_NONNEG,
+        "order": _list_of(_str),
+        "domains": "domains",  # checked by _check_domains
+        "max_chars": INT_NONNEG,
+        "val_fraction": _num(0, 0.5, lo_open=True),
+        "eval_tokens": INT_POS,
+    },
+    "tokenizer": {
+        "vocab_size": _num(260, 2**32 - 1, integer=True),
+        "sample_chars": INT_POS,
+    },
+    "model": {
+        "n_layer": INT_POS,
+        "n_head": INT_POS,
+        "n_embd": INT_POS,
+        "block_size": INT_POS,
+        "dropout": _num(0, 1),
+        "bias": _bool,
+    },
+    "topology": {name: topo.SCHEMA for name, topo in TOPOLOGIES.items()},
+    "train": {
+        "optimizer": _choice(["adamw", "sgd"]),
+        "batch_size": INT_POS,
+        "grad_accum": INT_POS,
+        "lr": _num(0, lo_open=True),
+        "min_lr_ratio": _num(0, 1),
+        "warmup_steps": INT_NONNEG,
+        "weight_decay": _num(0),
+        "beta1": _num(0, 1),
+        "beta2": _num(0, 1),
+        "grad_clip": _num(0),
+        "log_every": INT_POS,
+        "ckpt_every": INT_POS,
+        "compile": _bool,
+    },
+    "pretrain": {"tokens": INT_POS},
+    "phase": {"tokens": INT_POS},
+    "mechanism": {name: mech.SCHEMA for name, mech in MECHANISMS.items()},
+}
+
+# Sections whose sub-keys are optional (settings of arms that may not be in the run).
+OPTIONAL_SECTIONS = {"topology", "mechanism"}
+
+DOMAIN_SCHEMA = {
+    "builtin": {"source": None},
+    "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG},
+    "files": {"source": None, "paths": _list_of(_str), "format": _choice(["text", "json", "parquet"]),
+              "text_field": _str},
+    "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str},
+}
+DOMAIN_OPTIONAL = {"toy": {"seed"}, "files": {"format", "text_field"}, "hf": {"config", "text_field"}}
+
+
+def _unknown(key: str, allowed) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key}: unknown key{hint}, allowed: {', '.join(sorted(allowed))}"
+
+
+def _check(schema: dict, node: Any, prefix: str, errors: list[str], optional: bool = False) -> None:
+    if not isinstance(node, dict):
+        errors.append(f"{prefix or 'params'}: expected a mapping, got {node!r}")
+        return
+    for key in node:
+        if key not in schema:
+            errors.append(_unknown(f"{prefix}{key}", schema))
+    for key, spec in schema.items():
+        full = f"{prefix}{key}"
+        if key not in node:
+            if not optional:
+                errors.append(f"{full}: missing key")
+            continue
+        if spec == "domains":
+            _check_domains(node[key], full, errors)
+        elif isinstance(spec, dict):
+            _check(spec, node[key], full + ".", errors, optional=key in OPTIONAL_SECTIONS and not prefix)
+        elif (err := spec(full, node[key])):
+            errors.append(err)
+
+
+def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
+    if not isinstance(domains, dict) or not domains:
+        errors.append(f"{prefix}: expected a non-empty mapping of domain name -> source spec")
+        return
+    for name, spec in domains.items():
+        key = f"{prefix}.{name}"
+        if not isinstance(spec, dict) or "source" not in spec:
+            errors.append(f"{key}.source: missing key, allowed: {', '.join(SOURCES)}")
+            continue
+        source = spec["source"]
+        if source not in DOMAIN_SCHEMA:
+            errors.append(f"{key}.source: unknown domain source {source!r}, allowed: {', '.join(SOURCES)}")
+            continue
+        if source == "builtin" and name not in BUILTIN_DOMAINS:
+            errors.append(f"{key}: no builtin domain named {name!r}, allowed: {', '.join(BUILTIN_DOMAINS)}")
+        schema = DOMAIN_SCHEMA[source]
+        for k in spec:
+            if k not in schema:
+                errors.append(_unknown(f"{key}.{k}", schema))
+        for k, check in schema.items():
+            if k not in spec:
+                if k not in DOMAIN_OPTIONAL.get(source, ()):
+                    errors.append(f"{key}.{k}: missing key (source {source!r} needs it)")
+            elif check and (err := check(f"{key}.{k}", spec[k])):
+                errors.append(err)
+
+
+def _check_cross(p: dict, errors: list[str]) -> None:
+    """Relations between keys that a per-key check cannot see."""
+    data, model = p.get("data", {}), p.get("model", {})
+    domains = data.get("domains") if isinstance(data.get("domains"), dict) else {}
+    order = data.get("order") if isinstance(data.get("order"), list) else []
+    for i, name in enumerate(order):
+        if domains and name not in domains:
+            errors.append(f"data.order[{i}]: domain {name!r} is not defined in data.domains "
+                          f"(defined: {', '.join(domains)})")
+    if len(order) < 2:
+        errors.append("data.order: needs at least two domains (one to pretrain on, one to learn next)")
+    n_embd, n_head = model.get("n_embd"), model.get("n_head")
+    if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head:
+        errors.append(f"model.n_embd: {n_embd} is not divisible by model.n_head={n_head}")
+    for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
+                                        ("mechanism", "mechanisms", MECHANISMS)):
+        arms, settings = p.get(arms_key), p.get(section) or {}
+        for arm in arms if isinstance(arms, list) else []:
+            if arm in registry and registry[arm].SCHEMA and arm not in settings:
+                errors.append(f"{section}.{arm}: missing settings for the selected arm {arm!r}")
+
+
+def validate(p: Any) -> dict:
+    errors: list[str] = []
+    _check(SCHEMA, p, "", errors)
+    if isinstance(p, dict):
+        _check_cross(p, errors)
+    if errors:
+        raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(errors))
+    return p
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found (run from the repository root)")
+    with open(path) as f:
+        return validate(yaml.safe_load(f))

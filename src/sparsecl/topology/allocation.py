@@ -1,0 +1,41 @@
+"""How many weights each logical matrix keeps, so every topology has the same exact nnz per layer."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ALLOCATIONS = ("uniform", "erk")
+
+
+def allocate(blocks: dict[str, tuple[int, tuple[int, int]]], density: float, allocation: str) -> dict[str, int]:
+    """nnz per logical matrix (the same for every block of a layer).
+
+    uniform: round(density * n_out * n_in) everywhere.
+    erk: RigL's Erdos-Renyi-Kernel: density of a matrix proportional to (n_in + n_out) / (n_in * n_out),
+    scaled so the total kept equals density * total; matrices that would exceed 1 are made dense and the
+    scale is solved again over the rest.
+    """
+    sizes = {n: shape[0] * shape[1] for n, (_, shape) in blocks.items()}
+    if allocation == "uniform":
+        return {n: int(round(density * s)) for n, s in sizes.items()}
+    if allocation != "erk":
+        raise ValueError(f"topology allocation: unknown {allocation!r}, allowed: {', '.join(ALLOCATIONS)}")
+    count = {n: b for n, (b, _) in blocks.items()}
+    raw = {n: (shape[0] + shape[1]) / (shape[0] * shape[1]) for n, (_, shape) in blocks.items()}
+    target = density * sum(count[n] * sizes[n] for n in sizes)
+    dense: set[str] = set()
+    while True:
+        budget = target - sum(count[n] * sizes[n] for n in dense)
+        free = [n for n in sizes if n not in dense]
+        scale = budget / sum(count[n] * raw[n] * sizes[n] for n in free)
+        over = [n for n in free if scale * raw[n] > 1]
+        if not over:
+            break
+        dense.update(over)
+    return {n: sizes[n] if n in dense else int(round(scale * raw[n] * sizes[n])) for n in sizes}
+
+
+def stack_masks(blocks, nnz: dict[str, int], block_mask) -> dict[str, torch.Tensor]:
+    """Build each layer by stacking `block_mask(n_out, n_in, nnz)` for each of its logical matrices."""
+    return {name: torch.from_numpy(np.concatenate([block_mask(*shape, nnz[name]) for _ in range(n)], axis=0))
+            for name, (n, shape) in blocks.items()}

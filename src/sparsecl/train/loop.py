@@ -1,0 +1,128 @@
+"""One training phase: AdamW (or SGD), warmup + cosine, clipping, accumulation, resume, progress."""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sparsecl.data.batches import batch_rng, sample_batch
+from sparsecl.io import torch_save
+from sparsecl.mechanisms import Mechanism
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: 'cuda' requested but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full fp32 on CPU (bit-reproducible)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def make_optimizer(model: torch.nn.Module, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:
+    # Weight decay on matrices only (nanoGPT); masked entries are 0 and decoupled decay keeps them 0.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg["weight_decay"]},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    if tcfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=tcfg["lr"], momentum=tcfg["beta1"])
+    return torch.optim.AdamW(groups, lr=tcfg["lr"], betas=(tcfg["beta1"], tcfg["beta2"]),
+                             fused=device.type == "cuda")
+
+
+def lr_at(step: int, steps: int, tcfg: dict) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the phase's last step."""
+    lr, warmup = tcfg["lr"], min(tcfg["warmup_steps"], max(steps - 1, 0))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - 1 - warmup)
+    return lr * (tcfg["min_lr_ratio"] + (1 - tcfg["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def steps_for(tokens: int, tcfg: dict, block_size: int) -> int:
+    return max(1, math.ceil(tokens / (tcfg["batch_size"] * tcfg["grad_accum"] * block_size)))
+
+
+@dataclass
+class PhaseResult:
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float  # mean training loss over the last logging window
+
+
+def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg: dict, *, seed: int, phase: int,
+                mechanism: Mechanism, device: torch.device, resume_file: Path, label: str,
+                log: Callable[[dict], None] | None = None) -> PhaseResult:
+    """Train `model` on `tokens` for `n_tokens`, resuming from `resume_file` if it holds this phase.
+
+    The batch at each step depends only on (seed, phase, step), and model, optimizer, mechanism and RNG
+    state are checkpointed together, so a killed and resumed phase ends with the same weights as an
+    uninterrupted one (on CPU).
+    """
+    block = model.cfg.block_size
+    steps = steps_for(n_tokens, tcfg, block)
+    opt = make_optimizer(model, tcfg, device)
+    start = 0
+    if resume_file.exists():
+        state = torch.load(resume_file, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        mechanism.load_state_dict(state["mechanism"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        print(f"[{label}] resuming at step {start}/{steps} from {resume_file}", flush=True)
+    step_fn = torch.compile(model) if tcfg["compile"] and device.type == "cuda" else model
+    tokens_per_step = tcfg["batch_size"] * tcfg["grad_accum"] * block
+    model.train()
+    t0, window_loss, window_n, last_loss = time.perf_counter(), torch.zeros((), device=device), 0, float("nan")
+    t_log = t0
+    for step in range(start, steps):
+        lr = lr_at(step, steps, tcfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for micro in range(tcfg["grad_accum"]):
+            x, y = sample_batch(tokens, tcfg["batch_size"], block,
+                                batch_rng(seed, phase, step * tcfg["grad_accum"] + micro))
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(device):
+                loss = mechanism.loss(step_fn, x, y) / tcfg["grad_accum"]
+            loss.backward()
+            window_loss += loss.detach()
+        if tcfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        window_n += 1
+        done = step + 1
+        if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
+            # The only host sync: once per logging window, never per step.
+            last_loss = float(window_loss) / window_n
+            if not math.isfinite(last_loss):
+                raise NonFiniteLossError(f"[{label}] non-finite loss {last_loss} at phase {phase}, step {done}; "
+                                         f"the last good checkpoint is kept in {resume_file}")
+            now = time.perf_counter()
+            tok_s = window_n * tokens_per_step / max(now - t_log, 1e-9)
+            print(f"[{label}] step {done}/{steps} loss {last_loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s", flush=True)
+            if log:
+                log({"loss": last_loss, "lr": lr, "tokens_per_s": tok_s, "step": done})
+            window_loss, window_n, t_log = torch.zeros((), device=device), 0, now
+            if done % tcfg["ckpt_every"] == 0 and done < steps:
+                torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
+                            "mechanism": mechanism.state_dict(), "rng": torch.get_rng_state()}, resume_file)
+    return PhaseResult(steps=steps, tokens=steps * tokens_per_step, seconds=time.perf_counter() - t0,
+                       final_loss=last_loss)

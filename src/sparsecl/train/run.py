@@ -1,0 +1,131 @@
+"""The two training stages: pretrain one (topology, seed) arm on domain A, then learn the later domains
+one phase each with a mechanism. Work in progress lives in a resume folder outside DVC's outputs, so
+a killed stage picks up where it stopped when rerun; finished files are moved into the stage's outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from sparsecl.data.tokens import TokenData
+from sparsecl.io import sha256_file
+from sparsecl.mechanisms import make as make_mechanism
+from sparsecl.model import GPT, config_from_params
+from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
+from sparsecl.topology.store import load_masks
+from sparsecl.train.loop import resolve_device, train_phase
+
+RESUME_ROOT = Path("runs/resume")
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resume_dir(arm: str, fingerprint: str) -> Path:
+    """A folder for this arm's unfinished work; stale work from other settings is discarded."""
+    folder = RESUME_ROOT / arm
+    stamp = folder / "fingerprint"
+    if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        print(f"[{arm}] discarding unfinished work from different settings in {folder}", flush=True)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return folder
+
+
+def _publish(resume: Path, out_dir: Path, names: list[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (resume / name).replace(out_dir / name)
+    shutil.rmtree(resume)
+
+
+class StepLog:
+    """DVCLive step logs (for `dvc plots show`), one folder per arm; the pipeline declares the plots."""
+
+    def __init__(self, folder: str | Path):
+        from dvclive import Live
+
+        self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+        self.prefix = ""
+
+    def __call__(self, row: dict) -> None:
+        for key in ("loss", "lr", "tokens_per_s"):
+            self.live.log_metric(f"{self.prefix}{key}", row[key])
+        self.live.next_step()
+
+    def close(self) -> None:
+        self.live.end()
+
+
+def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, out_dir: str,
+             live_dir: str) -> dict:
+    device = resolve_device(params["device"])
+    data, blob = TokenData(tokens_dir), load_masks(masks_file)
+    domain = params["data"]["order"][0]
+    arm = f"pretrain-{topology}-s{seed}"
+    resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["pretrain"], domain,
+                                           blob["sha256"], data.manifest["domains"][domain]["train"]["sha256"]))
+    torch.manual_seed(seed)
+    model = GPT(config_from_params(params, data.vocab_size), masks=blob["masks"]).to(device)
+    meta = dict(topology=topology, seed=seed)
+    if not (resume / "init.pt").exists():
+        save_checkpoint(resume / "init.pt", model, phase=-1, domain="untrained", **meta)
+    print(f"[{arm}] {model.param_counts()}", flush=True)
+    log = StepLog(live_dir)
+    result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], params["train"],
+                         seed=seed, phase=0, mechanism=make_mechanism("none", {}), device=device,
+                         resume_file=resume / "inphase.pt", label=arm, log=log)
+    log.close()
+    save_checkpoint(resume / "model.pt", model, phase=0, domain=domain, **meta)
+    _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
+    return {"tokens": result.tokens, "steps": result.steps, "seconds": round(result.seconds, 2),
+            "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_loss": result.final_loss,
+            **model.param_counts()}
+
+
+def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_dir: str, masks_file: str,
+               pretrain_dir: str, out_dir: str, live_dir: str) -> dict:
+    device = resolve_device(params["device"])
+    data, blob = TokenData(tokens_dir), load_masks(masks_file)
+    settings = params["mechanism"].get(mechanism, {})
+    order = params["data"]["order"]
+    arm = f"{topology}-{mechanism}-s{seed}"
+    start_ckpt = Path(pretrain_dir) / "model.pt"
+    resume = _resume_dir(arm, _fingerprint(params["train"], params["phase"], order, settings,
+                                           blob["sha256"], sha256_file(start_ckpt)))
+    mech = make_mechanism(mechanism, settings)
+    # Continue from the last finished phase if an earlier run was killed.
+    done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
+    first = max(done, default=0) + 1
+    model, ck = load_checkpoint(resume / f"phase{first - 1}.pt" if done else start_ckpt, blob, device)
+    if done:
+        mech.load_state_dict(ck["mechanism_state"])
+        print(f"[{arm}] resuming after finished phase {first - 1}", flush=True)
+    log, summary = StepLog(live_dir), {}
+    for k in range(first, len(order)):
+        domain = order[k]
+        log.prefix = f"phase{k}_{domain}/"
+        print(f"[{arm}] phase {k}/{len(order) - 1}: {domain}", flush=True)
+        mech.begin_phase(k, domain, model)
+        t0 = time.perf_counter()
+        result = train_phase(model, data.array(domain, "train"), params["phase"]["tokens"], params["train"],
+                             seed=seed, phase=k, mechanism=mech, device=device,
+                             resume_file=resume / "inphase.pt", label=f"{arm} {domain}", log=log)
+        mech.end_phase(k, domain, model, data.array(domain, "train"))
+        save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
+                        mechanism=mechanism, mechanism_state=mech.state_dict())
+        (resume / "inphase.pt").unlink(missing_ok=True)
+        summary[f"phase{k}_{domain}"] = {"tokens": result.tokens, "steps": result.steps,
+                                         "seconds": round(time.perf_counter() - t0, 2),
+                                         "final_train_loss": result.final_loss}
+    log.close()
+    # Timings of phases finished by an earlier, killed run are not known here; record what ran now.
+    _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
+    return summary
