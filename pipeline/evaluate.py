@@ -17,7 +17,7 @@ def main(params, args):
     checkpoints = {"untrained": pre / "init.pt", f"phase0_{order[0]}": pre / "model.pt",
                    **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
     losses = loss_matrix(checkpoints, load_masks(f"data/masks/{base}.pt"), TokenData("data/tokens"), order,
-                         params["data"]["eval_tokens"], resolve_device(params["device"]))
+                         resolve_device(params["device"]))
     write_json(f"metrics/eval/{arm}.json", {"loss": losses})
 
 

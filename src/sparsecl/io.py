@@ -40,10 +40,16 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save through a buffer: the archive then does not embed the (random) temporary file name,
+    so the same object always gives the same bytes and DVC sees an unchanged output."""
+    import io
+
     import torch
 
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def sha256_file(path: str | Path) -> str:

@@ -128,9 +128,10 @@ DOMAIN_SCHEMA = {
 DOMAIN_OPTIONAL = {"toy": {"seed"}, "files": {"format", "text_field"}, "hf": {"config", "text_field"}}
 
 
-def _unknown(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+def _unknown(key: str, allowed, missing=()) -> str:
+    """Unknown key; suggest a close spelling, or the one key of this section that is missing."""
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1) or list(missing)[:1]
+    hint = f" (did you mean {close[0]!r}?)" if close and len(missing) <= 1 else ""
     return f"{key}: unknown key{hint}, allowed: {', '.join(sorted(allowed))}"
 
 
@@ -138,9 +139,10 @@ def _check(schema: dict, node: Any, prefix: str, errors: list[str], optional: bo
     if not isinstance(node, dict):
         errors.append(f"{prefix or 'params'}: expected a mapping, got {node!r}")
         return
+    missing = [] if optional else [k for k in schema if k not in node]
     for key in node:
         if key not in schema:
-            errors.append(_unknown(f"{prefix}{key}", schema))
+            errors.append(_unknown(f"{prefix}{key}", schema, missing))
     for key, spec in schema.items():
         full = f"{prefix}{key}"
         if key not in node:

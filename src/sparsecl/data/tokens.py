@@ -18,6 +18,7 @@ from sparsecl.io import atomic_path, read_json, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")
+MIN_EVAL_TOKENS = 1024  # below this a domain's loss is too noisy to compare arms on
 
 
 def _unit_hash(salt: str, doc: str) -> float:
@@ -108,10 +109,17 @@ def build(params: dict, out_dir: str | Path) -> dict:
                 arr.tofile(tmp)
             entry[s] = {"documents": len(splits[name][s]), "chars": sum(map(len, splits[name][s])),
                         "tokens": int(arr.size), "sha256": sha256_file(path)}
-        if entry["val"]["tokens"] < data["eval_tokens"] + 1:
+        # A small domain is evaluated on all of its val split (recorded, and said); a val split too small
+        # for even one window is refused.
+        entry["eval_tokens"] = min(data["eval_tokens"], entry["val"]["tokens"] - 1)
+        needed = min(data["eval_tokens"], MIN_EVAL_TOKENS)
+        if entry["eval_tokens"] < needed:
             raise EmptyDomainError(
-                f"data.eval_tokens: {data['eval_tokens']} exceeds domain {name!r}'s validation tokens "
-                f"({entry['val']['tokens']}); lower data.eval_tokens or raise data.val_fraction/data.max_chars")
+                f"data.domains.{name}: its val split has {entry['val']['tokens']} tokens, fewer than the "
+                f"{needed + 1} needed for evaluation; raise data.val_fraction or data.max_chars")
+        if entry["eval_tokens"] < data["eval_tokens"]:
+            print(f"[tokenize] note: {name} has {entry['val']['tokens']} val tokens, fewer than "
+                  f"data.eval_tokens={data['eval_tokens']}; it is evaluated on {entry['eval_tokens']}", flush=True)
         manifest["domains"][name] = entry
         print(f"[tokenize] {name:>10}: {entry['train']['documents']:6d} train docs {entry['train']['tokens']:9d} tokens"
               f" | {entry['val']['documents']:5d} val docs {entry['val']['tokens']:8d} tokens"

@@ -26,14 +26,16 @@ def mean_nll(model, windows: torch.Tensor, device: torch.device, batch_size: int
 
 
 def loss_matrix(checkpoints: dict[str, Path], mask_blob: dict, data: TokenData, domains: list[str],
-                eval_tokens: int, device: torch.device) -> dict[str, dict[str, float]]:
-    """{checkpoint label: {domain: loss}} on windows that are identical for every model."""
+                device: torch.device) -> dict[str, dict[str, float]]:
+    """{checkpoint label: {domain: loss}} on windows that are identical for every model (each domain's
+    evaluation budget is fixed by the tokenize stage's manifest)."""
     windows = None
     out = {}
     for label, path in checkpoints.items():
         model, _ = load_checkpoint(path, mask_blob, device)
         if windows is None:
-            windows = {d: eval_windows(data.array(d, "val"), eval_tokens, model.cfg.block_size) for d in domains}
+            windows = {d: eval_windows(data.array(d, "val"), data.manifest["domains"][d]["eval_tokens"],
+                                       model.cfg.block_size) for d in domains}
         out[label] = {d: mean_nll(model, windows[d], device) for d in domains}
         print(f"[evaluate] {label}: " + " ".join(f"{d}={v:.3f}" for d, v in out[label].items()), flush=True)
     return out

@@ -1,0 +1,19 @@
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+TOY_PARAMS = yaml.safe_load((Path(__file__).parent / "toy_params.yaml").read_text())
+
+
+@pytest.fixture
+def toy_params():
+    """A fresh, valid copy of the toy params (tiny model, synthetic domains) for each test."""
+    return copy.deepcopy(TOY_PARAMS)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

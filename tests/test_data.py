@@ -1,0 +1,134 @@
+import json
+import random
+
+import numpy as np
+import pytest
+
+from sparsecl.data import builtin
+from sparsecl.data.batches import eval_windows
+from sparsecl.data.sources import EmptyDomainError, load_documents
+from sparsecl.data.tokens import TokenData, build, select_and_split
+
+
+def test_split_is_deterministic_disjoint_and_keeps_duplicates_together():
+    docs = [f"document number {i}" for i in range(500)] + ["a repeated document"] * 5
+    a = select_and_split(docs, 0, 0.2)
+    b = select_and_split(list(reversed(docs)), 0, 0.2)
+    assert a == b
+    assert not set(a["train"]) & set(a["val"])
+    assert 50 < len(a["val"]) < 150
+    assert sum(d == "a repeated document" for d in a["train"] + a["val"]) == 1
+
+
+def test_max_chars_caps_a_domain():
+    docs = ["x" * 100 + str(i) for i in range(100)]
+    split = select_and_split(docs, 1000, 0.1)
+    kept = split["train"] + split["val"]
+    assert 1000 <= sum(map(len, kept)) < 1000 + 104
+
+
+def test_toy_domains_have_different_alphabets():
+    a = set("".join(load_documents("alpha", {"source": "toy", "docs": 20}, 0)[0]))
+    b = set("".join(load_documents("beta", {"source": "toy", "docs": 20}, 0)[0]))
+    assert a != b
+
+
+def test_files_source_text_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"body": f"doc {i}"}) for i in range(3)))
+    docs, prov = load_documents("d", {"source": "files", "paths": [str(tmp_path / "*.txt")]}, 0)
+    assert docs == ["first line", "second line"] and prov["files"] == 1
+    docs, _ = load_documents("d", {"source": "files", "paths": [str(tmp_path / "*.jsonl")], "format": "json",
+                                   "text_field": "body"}, 0)
+    assert docs == ["doc 0", "doc 1", "doc 2"]
+
+
+def test_hf_source_code_path_with_a_local_dataset_folder(tmp_path):
+    """The hub path needs a network; a local dataset folder goes through the same load_dataset call."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": f"row {i}"}) for i in range(4)))
+    docs, prov = load_documents("d", {"source": "hf", "dataset": str(folder), "split": "train"}, 0)
+    assert docs == [f"row {i}" for i in range(4)] and prov["dataset"] == str(folder)
+
+
+def test_empty_domain_is_refused_with_its_name(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(EmptyDomainError, match="data.domains.legal"):
+        load_documents("legal", {"source": "files", "paths": [str(tmp_path / "empty.txt")]}, 0)
+    with pytest.raises(EmptyDomainError, match="no file matches"):
+        load_documents("legal", {"source": "files", "paths": [str(tmp_path / "nothing*.txt")]}, 0)
+
+
+@pytest.mark.parametrize("name", ["code", "medical", "legal", "dialogue"])
+def test_builtin_domains_ship_real_text(name):
+    docs, prov = builtin.LOADERS[name](0)
+    assert len(docs) > 1000 and prov["version"]
+    assert sum(map(len, docs)) > 200_000
+    if name == "legal":
+        assert not any(d.startswith("key:") or "\nspdx_license_key:" in d[:2000] for d in docs)
+
+
+def test_math_generators_give_worked_answers():
+    rng = random.Random(0)
+    for gen in (builtin._linear_1d, builtin._differentiate, builtin._expand, builtin._factor,
+                builtin._arithmetic, builtin._gcd_lcm):
+        text = gen(rng)
+        assert "\n" in text and len(text) > 20
+
+
+def test_linear_equation_answer_is_correct():
+    import sympy as sp
+
+    rng = random.Random(3)
+    for _ in range(20):
+        text = builtin._linear_1d(rng)
+        question = text.splitlines()[0][len("Solve "):].rsplit(" for ", 1)
+        var = sp.Symbol(question[1].rstrip("."))
+        lhs, rhs = (sp.sympify(s) for s in question[0].split(" = "))
+        answer = int(text.rsplit("= ", 1)[1].rstrip("."))
+        assert sp.solve(sp.Eq(lhs, rhs), var) == [answer]
+
+
+def test_tokenize_build_and_integrity(tmp_path, toy_params):
+    manifest = build(toy_params, tmp_path)
+    data = TokenData(tmp_path)
+    for name in toy_params["data"]["order"]:
+        for split in ("train", "val"):
+            assert data.array(name, split).size == manifest["domains"][name][split]["tokens"] > 0
+    # a flipped byte is detected on load
+    path = tmp_path / "beta.val.bin"
+    raw = bytearray(path.read_bytes())
+    raw[10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="content hash"):
+        TokenData(tmp_path).array("beta", "val")
+
+
+def test_tokenize_is_deterministic(tmp_path, toy_params):
+    build(toy_params, tmp_path / "a")
+    build(toy_params, tmp_path / "b")
+    for f in sorted((tmp_path / "a").iterdir()):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
+
+
+def test_eval_budget_is_capped_by_a_small_val_split_and_recorded(tmp_path, toy_params, capsys):
+    toy_params["data"]["eval_tokens"] = 10**6
+    manifest = build(toy_params, tmp_path)
+    for entry in manifest["domains"].values():
+        assert entry["eval_tokens"] == entry["val"]["tokens"] - 1
+    assert "it is evaluated on" in capsys.readouterr().out
+
+
+def test_val_split_too_small_to_evaluate_is_refused(tmp_path, toy_params):
+    toy_params["data"]["domains"]["beta"]["docs"] = 12  # two val documents, ~300 tokens
+    toy_params["data"]["eval_tokens"] = 1000
+    with pytest.raises(EmptyDomainError, match="data.domains.beta: its val split has"):
+        build(toy_params, tmp_path)
+
+
+def test_eval_windows_are_fixed():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    a, b = eval_windows(tokens, 1024, 32), eval_windows(tokens, 1024, 32)
+    assert a.shape == (32, 33) and (a == b).all()
+    assert (a[:, 1:] - a[:, :-1] == 1).all()  # contiguous windows

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from sparsecl.mechanisms import make as make_mechanism
+from sparsecl.model import GPT, GPTConfig
+from sparsecl.model.checkpoint import load_checkpoint, model_masks, save_checkpoint
+from sparsecl.topology.allocation import allocate
+from sparsecl.topology.store import load_masks, make_masks, masked_blocks, save_masks
+from sparsecl.train.loop import make_optimizer, train_phase
+
+
+def toy_model(params, topology="random", seed=0):
+    masks = make_masks(params, topology, seed)
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=64, **params["model"]), masks=masks), masks
+
+
+@pytest.mark.parametrize("density", [0.01, 0.05, 0.25, 1.0])
+def test_random_has_exact_nnz_per_logical_matrix(toy_params, density):
+    toy_params["density"] = density
+    blocks = masked_blocks(toy_params)
+    masks = make_masks(toy_params, "random", 0)
+    for name, (n, (n_out, n_in)) in blocks.items():
+        per_block = masks[name].view(n, n_out, n_in).sum((1, 2))
+        assert per_block.tolist() == [round(density * n_out * n_in)] * n
+
+
+def test_erk_keeps_total_and_caps_at_one(toy_params):
+    blocks = masked_blocks(toy_params)
+    total = sum(n * s[0] * s[1] for n, s in blocks.values())
+    for density in (0.05, 0.5, 0.9):
+        nnz = allocate(blocks, density, "erk")
+        kept = sum(blocks[k][0] * v for k, v in nnz.items())
+        assert abs(kept - density * total) <= len(blocks) * 3  # rounding per matrix only
+        assert all(v <= blocks[k][1][0] * blocks[k][1][1] for k, v in nnz.items())
+
+
+def test_same_seed_same_mask_other_seed_different(toy_params):
+    a, b, c = (make_masks(toy_params, "random", s) for s in (0, 0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_dense_has_no_masks(toy_params):
+    model, masks = toy_model(toy_params, "dense")
+    assert masks == {} and model.param_counts()["sparsified_density"] == 1.0
+
+
+def test_masked_weights_and_adam_moments_stay_exactly_zero(toy_params):
+    """60 AdamW steps with weight decay: every masked weight, gradient and Adam moment is exactly 0."""
+    toy_params["train"]["weight_decay"] = 0.5
+    model, masks = toy_model(toy_params)
+    opt = make_optimizer(model, toy_params["train"], torch.device("cpu"))
+    x = torch.randint(0, 64, (4, 16))
+    for _ in range(60):
+        model(x[:, :-1], x[:, 1:])[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+    for name, layer in model.masked_layers().items():
+        off = ~masks[name]
+        assert off.any()
+        assert torch.count_nonzero(layer.weight[off]) == 0
+        state = opt.state[layer.weight]
+        assert torch.count_nonzero(state["exp_avg"][off]) == 0
+        assert torch.count_nonzero(state["exp_avg_sq"][off]) == 0
+        assert torch.count_nonzero(layer.weight[~off]) == int((~off).sum()), "kept weights trained"
+
+
+def test_sparse_init_matches_dense_activation_scale(toy_params):
+    toy_params["density"] = 0.05
+    toy_params["model"]["n_embd"] = 128
+    dense, _ = toy_model(toy_params, "dense")
+    sparse, _ = toy_model(toy_params, "random")
+    x = torch.randn(512, 128)
+    out = [m.transformer.h[0].mlp.c_fc(x).std().item() for m in (dense, sparse)]
+    assert out[1] == pytest.approx(out[0], rel=0.15)
+
+
+def test_checkpoint_round_trip_keeps_masks_and_outputs(tmp_path, toy_params):
+    model, masks = toy_model(toy_params)
+    save_masks(tmp_path / "m.pt", masks, "random", 0)
+    blob = load_masks(tmp_path / "m.pt")
+    tokens = np.random.default_rng(0).integers(0, 64, 5000).astype(np.uint16)
+    train_phase(model, tokens, 2000, toy_params["train"], seed=0, phase=0, mechanism=make_mechanism("none", {}),
+                device=torch.device("cpu"), resume_file=tmp_path / "r.pt", label="t")
+    save_checkpoint(tmp_path / "c.pt", model, phase=0)
+    loaded, meta = load_checkpoint(tmp_path / "c.pt", blob)
+    assert meta["phase"] == 0
+    assert all(torch.equal(model_masks(loaded)[k], masks[k]) for k in masks)
+    x = torch.randint(0, 64, (2, 16))
+    model.eval(), loaded.eval()
+    assert torch.equal(model(x)[0], loaded(x)[0])
+
+
+def test_checkpoint_with_other_masks_is_refused(tmp_path, toy_params):
+    model, masks = toy_model(toy_params, seed=0)
+    save_checkpoint(tmp_path / "c.pt", model)
+    save_masks(tmp_path / "other.pt", make_masks(toy_params, "random", 1), "random", 1)
+    with pytest.raises(ValueError, match="do not match topology"):
+        load_checkpoint(tmp_path / "c.pt", load_masks(tmp_path / "other.pt"))
+
+
+def test_corrupted_mask_file_is_detected(tmp_path, toy_params):
+    masks = make_masks(toy_params, "random", 0)
+    save_masks(tmp_path / "m.pt", masks, "random", 0)
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    name = next(iter(blob["masks"]))
+    blob["masks"][name][0, 0] = ~blob["masks"][name][0, 0]  # one flipped connection
+    torch.save(blob, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="corrupted"):
+        load_masks(tmp_path / "m.pt")
