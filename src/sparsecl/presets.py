@@ -1,0 +1,53 @@
+"""Presets: partial params overlays in presets/<name>.yaml, applied through DVC's own `-S` flags.
+
+    dvc exp run $(python -m sparsecl.presets gpu-100m)      # one experiment with the preset
+    python -m sparsecl.presets gpu-100m --list              # show what it changes
+
+Printing `-S key=value` flags (instead of rewriting params.yaml) keeps every change on DVC's record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+import yaml
+
+PRESETS = Path("presets")
+
+
+def flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}; lists and scalars are leaves."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def set_flags(overlay: dict) -> list[str]:
+    # JSON is valid YAML, which is how DVC parses a -S value.
+    return [f"-S{key}={json.dumps(value, separators=(',', ':'))}" for key, value in flatten(overlay).items()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help=f"a file presets/<name>.yaml")
+    parser.add_argument("--list", action="store_true", help="print key = value lines instead of -S flags")
+    args = parser.parse_args(argv)
+    path = PRESETS / f"{args.name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise SystemExit(f"error: no preset {args.name!r} in {PRESETS}/ (known: {known})")
+    overlay = yaml.safe_load(path.read_text()) or {}
+    if args.list:
+        print("\n".join(f"{k} = {v}" for k, v in flatten(overlay).items()))
+    else:
+        print(" ".join(shlex.quote(f) for f in set_flags(overlay)))
+
+
+if __name__ == "__main__":
+    main()
