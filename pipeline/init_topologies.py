@@ -1,14 +1,14 @@
 """Stage `init_topologies`: the fixed masks of one (topology, seed) arm and their diagnostics."""
 from sparsecl import stage
 from sparsecl.io import write_json
-from sparsecl.topology.store import diagnostics, make_masks, masked_blocks, save_masks
+from sparsecl.topology.store import diagnostics, make_masks, save_masks
 
 
 def main(params, args):
     arm = f"{args.topology}-s{args.seed}"
     masks = make_masks(params, args.topology, args.seed)
     save_masks(f"data/masks/{arm}.pt", masks, args.topology, args.seed)
-    diag = diagnostics(masks, masked_blocks(params), params["model"]["n_layer"], params["density"])
+    diag = diagnostics(masks, params)
     write_json(f"metrics/topology/{arm}.json", diag)
     print(f"[init_topologies] {arm}: {diag['summary']}")
 

@@ -4,9 +4,10 @@
     build(blocks, density, settings, rng) -> {layer name: bool mask (n_out, n_in)}   ({} = dense)
 
 `blocks` maps each sparsified layer to (number of logical matrices, (n_out, n_in) of one); fused q,k,v
-gets three independent masks stacked along the output dim. To add a topology: write one module here and
-add it to TOPOLOGIES.
+gets three independent masks stacked along the output dim. Every sparse topology keeps the nnz that
+`allocation.allocate` gives each logical matrix, so topologies differ in shape only, never in count.
+To add a topology: write one module here and add it to TOPOLOGIES.
 """
-from sparsecl.topology import dense, random_er
+from sparsecl.topology import brf, dense, erk, expander, random_er
 
-TOPOLOGIES = {"dense": dense, "random": random_er}
+TOPOLOGIES = {"dense": dense, "random": random_er, "erk": erk, "brf": brf, "expander": expander}

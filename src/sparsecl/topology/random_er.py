@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsecl.topology.allocation import ALLOCATIONS, allocate, stack_masks
+from sparsecl.topology.allocation import allocate, check_allocation, stack_masks
 
-
-def _allocation(key, v):
-    return None if v in ALLOCATIONS else f"{key}: unknown value {v!r}, allowed: {', '.join(ALLOCATIONS)}"
-
-
-SCHEMA = {"allocation": _allocation}
+SCHEMA = {"allocation": check_allocation}
 
 
 def build(blocks, density, settings, rng: np.random.Generator):
