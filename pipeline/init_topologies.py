@@ -9,7 +9,9 @@ def main(params, args):
     masks = make_masks(params, args.topology, args.seed)
     save_masks(f"data/masks/{arm}.pt", masks, args.topology, args.seed)
     diag = diagnostics(masks, params)
-    write_json(f"metrics/topology/{arm}.json", diag)
+    # Per-layer detail in its own file: as metrics it would add hundreds of columns to `dvc metrics show`.
+    write_json(f"metrics/topology/{arm}.json", {"summary": diag["summary"]})
+    write_json(f"metrics/topology/layers/{arm}.json", diag["layers"])
     print(f"[init_topologies] {arm}: {diag['summary']}")
 
 

@@ -81,3 +81,22 @@ def test_changing_density_reruns_topologies_but_never_tokenize(toy_repo):
     assert "Stage 'pretrain@dense-0' didn't change, skipping" in log
     diagnostics = json.loads((root / "metrics" / "topology" / "random-s0.json").read_text())
     assert diagnostics["summary"]["density"] == pytest.approx(0.1, abs=0.002)
+
+
+def test_sweep_gathers_density_vs_forgetting_from_dvc_records(toy_repo):
+    """Two finished records: the committed baseline (density 0.25) and an experiment at 0.1 (the one the
+    test above ran; DVC restores it from its cache if it ran already)."""
+    root, _ = toy_repo
+    dvc(root, "exp", "run", "-S", "density=0.1")
+    sh(root, sys.executable, "-m", "sparsecl.report.sweep", "--out", "sweep")
+    rows = (root / "sweep" / "density_forgetting.csv").read_text().splitlines()
+    assert {(r.split(",")[2], r.split(",")[3]) for r in rows[1:]} == {
+        ("0.1", "dense"), ("0.1", "random"), ("0.25", "dense"), ("0.25", "random")}
+    table = (root / "sweep" / "density_forgetting.md").read_text()
+    assert "| density | dense-none | random-none |" in table and "| 0.1 |" in table and "| 0.25 |" in table
+    assert (root / "sweep" / "density_forgetting.png").stat().st_size > 1000
+    # Experiment 2's comparison and the per-layer topology detail come with every run.
+    assert "## Topology comparison" in (root / "report.md").read_text()
+    assert (root / "plots" / "topologies.png").stat().st_size > 1000
+    layers = json.loads((root / "metrics" / "topology" / "layers" / "random-s0.json").read_text())
+    assert all(v["sigma2"] > 0 for v in layers.values())
