@@ -13,13 +13,14 @@ def record(rev, density, forgetting, name=None, **extra):
 
 def test_gather_keeps_finished_records_once_and_skips_the_rest():
     queued = {"rev": "q1", "name": "queued-one", "data": {"params": {"params.yaml": {"data": {"density": 0.3}}},
-                                                          "metrics": {}}}
+                                                          "metrics": {}}}  # no metrics yet
     failed = record("f1", 0.2, 0.5, name="broken") | {"error": {"type": "ReproductionError"}}
+    running = {"name": "busy", "executor": {"state": "running"}, "revs": [record("r1", 0.3, 0.1, name="busy")]}
     tree = [record("workspace", 0.1, 0.6),  # repeats the experiment `amber-fox`: dropped
             record("abc1234def", 0.05, 0.8, name="main", experiments=[
                 {"name": "amber-fox", "executor": None, "revs": [record("e1e1e1e1", 0.1, 0.6, name="amber-fox")]},
-                {"name": "queued-one", "executor": "dvc-task", "revs": [queued]},
-                {"name": "broken", "executor": None, "revs": [failed]}])]
+                {"name": "queued-one", "executor": {"state": "queued", "name": "dvc-task"}, "revs": [queued]},
+                {"name": "broken", "executor": None, "revs": [failed]}, running])]
     rows = gather(tree)
     assert [(r["experiment"], r["density"], r["topology"]) for r in rows] == [
         ("main", 0.05, "dense"), ("main", 0.05, "random"), ("amber-fox", 0.1, "dense"), ("amber-fox", 0.1, "random")]

@@ -5,7 +5,8 @@
 
 Reads `dvc exp show --json` (the workspace, the baseline commit and its experiments; `--all-commits`
 for every commit's) and keeps each record that has params.yaml's `density` and metrics/summary.json.
-Queued, running and failed experiments have no metrics yet and are skipped; the workspace is skipped
+Queued, running and failed experiments are skipped (by their executor's state, or an error, or no
+summary metrics); the workspace is skipped
 when it only repeats an experiment (as it does after `dvc exp run`). One row per (record, arm):
 `<out>/density_forgetting.csv`; means over seeds and repeated records per density and arm:
 `<out>/density_forgetting.md` and `.png`, with the dense arm as a reference line (dense masks do
@@ -40,11 +41,15 @@ def exp_show(all_commits: bool = False) -> list:
 
 
 def _records(node):
-    """Every row of `dvc exp show --json` at any depth: baselines, and their experiments' revisions."""
+    """Every row of `dvc exp show --json` at any depth: baselines, and their experiments' revisions, except
+    experiments whose executor is not done (a running one can show the metrics files it started from)."""
     if isinstance(node, list):
         for item in node:
             yield from _records(item)
     elif isinstance(node, dict):
+        executor = node.get("executor")
+        if isinstance(executor, dict) and executor.get("state") in ("queued", "running", "failed"):
+            return
         if isinstance(node.get("data"), dict):
             yield node
         for key in ("experiments", "revs"):

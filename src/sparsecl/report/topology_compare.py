@@ -1,4 +1,4 @@
-"""Experiment 2: forgetting and final loss per topology at one density, as a report section and a bar plot."""
+"""Experiment 2: forgetting and final loss per topology at one density, as a report section and a plot."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +27,7 @@ def _cell(values: list[float]) -> str:
 
 
 def compare(arms, summary: dict, path: Path) -> list[str]:
-    """Write the bar plot to `path`; return the report section (Markdown lines)."""
+    """Write the plot to `path`; return the report section (Markdown lines)."""
     groups = _groups(arms, summary)
     plot(groups, path)
     lines = ["## Topology comparison", "",
