@@ -90,10 +90,10 @@ def test_sweep_gathers_density_vs_forgetting_from_dvc_records(toy_repo):
     dvc(root, "exp", "run", "-S", "density=0.1")
     sh(root, sys.executable, "-m", "sparsecl.report.sweep", "--out", "sweep")
     rows = (root / "sweep" / "density_forgetting.csv").read_text().splitlines()
-    assert {(r.split(",")[2], r.split(",")[3]) for r in rows[1:]} == {
+    assert {(r.split(",")[2], r.split(",")[3]) for r in rows[1:]} >= {
         ("0.1", "dense"), ("0.1", "random"), ("0.25", "dense"), ("0.25", "random")}
     table = (root / "sweep" / "density_forgetting.md").read_text()
-    assert "| density | dense-none | random-none |" in table and "| 0.1 |" in table and "| 0.25 |" in table
+    assert "dense-none" in table and "random-none" in table and "| 0.1 |" in table and "| 0.25 |" in table
     assert (root / "sweep" / "density_forgetting.png").stat().st_size > 1000
     # Experiment 2's comparison and the per-layer topology detail come with every run.
     assert "## Topology comparison" in (root / "report.md").read_text()
