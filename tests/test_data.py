@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from sparsecl.data import builtin
-from sparsecl.data.batches import eval_windows
+from sparsecl.data.batches import eval_windows, sample_batch
 from sparsecl.data.sources import EmptyDomainError, load_documents
 from sparsecl.data.tokens import TokenData, build, select_and_split
+from sparsecl.io import IntegrityError
 
 
 def test_split_is_deterministic_disjoint_and_keeps_duplicates_together():
@@ -132,3 +133,57 @@ def test_eval_windows_are_fixed():
     a, b = eval_windows(tokens, 1024, 32), eval_windows(tokens, 1024, 32)
     assert a.shape == (32, 33) and (a == b).all()
     assert (a[:, 1:] - a[:, :-1] == 1).all()  # contiguous windows
+
+
+def test_files_that_are_not_utf8_are_read_with_replacement_characters(tmp_path, capsys):
+    (tmp_path / "a.txt").write_bytes(b"plain line\nlatin-1 caf\xe9 line\n")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "broken \xff\xfe bytes"}\n')
+    docs, prov = load_documents("d", {"source": "files", "paths": [str(tmp_path / "a.txt")]}, 0)
+    assert docs == ["plain line", "latin-1 caf\ufffd line"] and prov["documents_with_replacement_char"] == 1
+    docs, _ = load_documents("d", {"source": "files", "paths": [str(tmp_path / "b.jsonl")], "format": "json"}, 0)
+    assert docs == ["fine", "broken \ufffd\ufffd bytes"]
+    assert "contain U+FFFD" in capsys.readouterr().out
+
+
+def test_a_single_document_domain_is_refused_naming_it(tmp_path, toy_params):
+    (tmp_path / "one.txt").write_text("the only document of this domain\n")
+    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": [str(tmp_path / "one.txt")]}
+    with pytest.raises(EmptyDomainError, match=r"data.domains.beta: the (train|val) split is empty; .* 1 distinct"):
+        build(toy_params, tmp_path / "tokens")
+    assert not (tmp_path / "tokens").exists()
+
+
+def test_documents_longer_than_the_context_are_cut_into_windows(tmp_path, toy_params):
+    """Documents are concatenated into one token stream, so a document many contexts long is simply
+    sampled in windows; nothing is dropped."""
+    long_docs = [" ".join(f"w{i}x{j}" for j in range(400)) for i in range(40)]
+    (tmp_path / "long.txt").write_text("\n".join(long_docs))
+    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": [str(tmp_path / "long.txt")]}
+    manifest = build(toy_params, tmp_path / "tokens")
+    block = toy_params["model"]["block_size"]
+    beta = manifest["domains"]["beta"]
+    assert beta["train"]["tokens"] / beta["train"]["documents"] > 10 * block
+    data = TokenData(tmp_path / "tokens")
+    data.require(toy_params["data"]["order"], block)
+    x, y = sample_batch(data.array("beta", "train"), 4, block, np.random.default_rng(0))
+    assert x.shape == y.shape == (4, block)
+
+
+def test_a_split_shorter_than_one_window_is_refused_before_training(tmp_path, toy_params):
+    build(toy_params, tmp_path)
+    with pytest.raises(EmptyDomainError, match=r"data.domains.alpha: its train split has \d+ tokens, fewer than"):
+        TokenData(tmp_path).require(toy_params["data"]["order"], 10**6)
+
+
+def test_a_truncated_token_array_or_a_broken_manifest_is_refused(tmp_path, toy_params):
+    build(toy_params, tmp_path)
+    path = tmp_path / "alpha.train.bin"
+    path.write_bytes(path.read_bytes()[:-2])  # one uint16 token lost
+    with pytest.raises(IntegrityError, match="alpha.train.bin: missing, or its content hash does not match"):
+        TokenData(tmp_path).array("alpha", "train")
+    path.unlink()
+    with pytest.raises(IntegrityError, match="alpha.train.bin: missing"):
+        TokenData(tmp_path).array("alpha", "train")
+    (tmp_path / "manifest.json").write_text('{"vocab_size": 3')
+    with pytest.raises(IntegrityError, match="manifest.json: cannot be read"):
+        TokenData(tmp_path)

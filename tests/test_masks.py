@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsecl.io import IntegrityError
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint, model_masks, save_checkpoint
@@ -110,3 +111,37 @@ def test_corrupted_mask_file_is_detected(tmp_path, toy_params):
     torch.save(blob, tmp_path / "m.pt")
     with pytest.raises(ValueError, match="corrupted"):
         load_masks(tmp_path / "m.pt")
+
+
+def test_any_flipped_byte_of_a_mask_file_is_refused_or_harmless(tmp_path, toy_params):
+    """Flip one byte at a time across the whole file: loading either raises IntegrityError or (a byte of zip
+    bookkeeping torch does not read) gives exactly the saved masks. Never other masks, never another error."""
+    masks = make_masks(toy_params, "random", 0)
+    save_masks(tmp_path / "m.pt", masks, "random", 0)
+    raw = (tmp_path / "m.pt").read_bytes()
+    refused = 0
+    for pos in range(0, len(raw), 37):
+        flipped = bytearray(raw)
+        flipped[pos] ^= 0x01
+        (tmp_path / "f.pt").write_bytes(bytes(flipped))
+        try:
+            blob = load_masks(tmp_path / "f.pt")
+        except IntegrityError:
+            refused += 1
+            continue
+        assert blob["masks"].keys() == masks.keys() and all(torch.equal(blob["masks"][k], masks[k]) for k in masks)
+    assert refused > 0.9 * len(range(0, len(raw), 37))
+    (tmp_path / "f.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(IntegrityError, match="cannot be read"):
+        load_masks(tmp_path / "f.pt")
+
+
+def test_a_checkpoint_with_corrupted_weights_is_refused(tmp_path, toy_params):
+    model, masks = toy_model(toy_params)
+    save_masks(tmp_path / "m.pt", masks, "random", 0)
+    save_checkpoint(tmp_path / "c.pt", model)
+    ck = torch.load(tmp_path / "c.pt", weights_only=False)
+    ck["model"]["transformer.wte.weight"][0, 0] += 1e-3  # a silent change a reader could not see
+    torch.save(ck, tmp_path / "c.pt")
+    with pytest.raises(IntegrityError, match="weights do not match their stored sha256"):
+        load_checkpoint(tmp_path / "c.pt", load_masks(tmp_path / "m.pt"))

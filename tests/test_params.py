@@ -1,3 +1,4 @@
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,108 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path, toy_params):
     assert proc.returncode == 2
     assert "density: 0 is out of range" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def _set(p: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    for key in parents:
+        p = p[key]
+    p[last] = value
+
+
+def with_value(path: str, value):
+    def make(p):
+        _set(p, path, value)
+        return yaml.safe_dump(p)
+    return make
+
+
+def with_text(old: str, new: str):
+    """Edit the YAML text itself: what a hand-written params.yaml holds and a dict cannot (duplicate keys)."""
+    def make(p):
+        text = yaml.safe_dump(p)
+        assert old in text
+        return text.replace(old, new, 1)
+    return make
+
+
+# (how to break the toy params.yaml, what the message must say, how many problems it lists)
+INVALID = {
+    "misspelled key": (with_text("  lr: ", "  learning_rate: "),
+                       "train.learning_rate: unknown key (did you mean 'lr'?)", 2),
+    "wrong type": (with_value("model.n_layer", "four"), "model.n_layer: 'four' is not an integer", 1),
+    "float for an integer": (with_value("train.batch_size", 8.5), "train.batch_size: 8.5 is not an integer", 1),
+    "text for a bool": (with_value("train.compile", "no"), "train.compile: 'no' is not true/false", 1),
+    "number YAML reads as text": (with_text("  lr: 0.003", "  lr: 3e-3"),
+                                  "train.lr: '3e-3' is not a number (YAML read it as text", 1),
+    "density above 1": (with_value("density", 1.5), "density: 1.5 is out of range, allowed > 0 and <= 1", 1),
+    "density 0": (with_value("density", 0), "density: 0 is out of range, allowed > 0 and <= 1", 1),
+    "negative pretraining budget": (with_value("pretrain.tokens", -1000), "pretrain.tokens: -1000 is out of range", 1),
+    "zero phase budget": (with_value("phase.tokens", 0), "phase.tokens: 0 is out of range, allowed >= 1", 1),
+    "negative learning rate": (with_value("train.lr", -0.1), "train.lr: -0.1 is out of range, allowed > 0", 1),
+    "evaluation shorter than the context": (with_value("data.eval_tokens", 16),
+                                            "data.eval_tokens: 16 is less than model.block_size=32", 1),
+    "vocab beyond uint32 token ids": (with_value("tokenizer.vocab_size", 2**32 + 1),
+                                      "tokenizer.vocab_size: 4294967297 is out of range, allowed >= 260 and "
+                                      "<= 4294967296 (token ids are stored as uint32 arrays)", 1),
+    "unknown topology": (with_value("topologies", ["dense", "smallworld"]),
+                         "topologies[1]: unknown value 'smallworld', allowed: ", 1),
+    "unknown mechanism": (with_value("mechanisms", ["magic"]), "mechanisms[0]: unknown value 'magic', allowed: ", 1),
+    "unknown domain source": (with_value("data.domains.beta", {"source": "ftp"}),
+                              "data.domains.beta.source: unknown domain source 'ftp', allowed: builtin, files, hf, toy",
+                              1),
+    "duplicate domain name": (with_text("  domains:\n", "  domains:\n    beta: {source: toy, docs: 20}\n"),
+                              "data.domains.beta: duplicate key (lines ", 1),
+    "duplicate top-level key": (with_text("density: 0.25\n", "density: 0.25\ndensity: 0.5\n"),
+                                "density: duplicate key (lines ", 1),
+    "phase order names a missing domain": (with_value("data.order", ["alpha", "beta", "delta"]),
+                                           "data.order[2]: domain 'delta' is not defined in data.domains", 1),
+    "domain name that is not a file name": (with_text("    beta:\n", "    ../beta:\n"),
+                                            "data.domains.../beta: domain name '../beta' is not allowed", 2),
+    "section of the wrong type": (with_value("train", 5), "train: expected a mapping, got 5", 1),
+    "missing key": (with_text("  lr: 0.003\n", ""), "train.lr: missing key", 1),
+    "not YAML": (lambda p: "density: [0.25\n", "is not valid YAML", 1),
+}
+
+
+@pytest.mark.parametrize("case", INVALID)
+def test_stage_refuses_invalid_params_naming_the_key_and_writes_nothing(tmp_path, monkeypatch, capsys, toy_params,
+                                                                       case):
+    """Each fault through a stage's entry point: exit code 2, the key named, nothing written."""
+    from sparsecl import stage
+
+    make, expected, problems = INVALID[case]
+    (tmp_path / "params.yaml").write_text(make(toy_params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(SystemExit) as e:
+        stage.run(lambda params, args: pytest.fail("the stage did work with invalid params"))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and expected in err, err
+    assert err.startswith("error: invalid params.yaml") and "Traceback" not in err
+    if case != "not YAML":
+        assert err.count("\n  ") == problems, err
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def _paths(node, prefix=""):
+    """Every key and list item of a params tree, as the message names it: `train.lr`, `seeds[0]`."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        path = f"{prefix}[{key}]" if isinstance(node, list) else f"{prefix}{'.' if prefix else ''}{key}"
+        yield path, node, key
+        yield from _paths(value, path)
+
+
+@pytest.mark.parametrize("bad", [None, "?", {"x": 1}], ids=["null", "text", "mapping"])
+def test_any_key_given_a_wrong_value_is_named_never_a_crash(toy_params, bad):
+    """Every key of the toy params in turn gets a value of the wrong kind: validation names that key (or a
+    key below it) and never fails with anything but ParamsError."""
+    for path, parent, key in list(_paths(toy_params)):
+        original, parent[key] = parent[key], bad
+        try:
+            with pytest.raises(ParamsError) as e:
+                validate(copy.deepcopy(toy_params))
+        finally:
+            parent[key] = original
+        assert f"\n  {path}" in str(e.value), f"{path} = {bad!r}: {e.value}"

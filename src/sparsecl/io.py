@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: a killed stage never leaves a half-written output."""
+"""Atomic file writes and content hashes: a killed stage never leaves a half-written output, and a
+corrupted input is refused with a clear error instead of giving a wrong result."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+class IntegrityError(ValueError):
+    """A file does not match its recorded hash, or cannot be read at all (corrupted or truncated)."""
 
 
 @contextmanager
@@ -50,6 +55,32 @@ def torch_save(obj: Any, path: str | Path) -> None:
     torch.save(obj, buf)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def torch_load(path: str | Path, **kwargs) -> Any:
+    """torch.load whose every failure to parse the file (a truncated or corrupted archive fails in many
+    different ways inside torch) is one IntegrityError naming the file."""
+    import torch
+
+    try:
+        return torch.load(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise IntegrityError(f"{path}: cannot be read ({type(e).__name__}: {str(e)[:200]}); the file is "
+                             f"corrupted or truncated, rerun the stage that wrote it") from e
+
+
+def tensors_sha256(tensors: dict) -> str:
+    """Hash of named tensors (names, dtypes, shapes, raw bytes): equal exactly when the contents are equal."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -6,6 +6,7 @@ The schema is plain data: every key the pipeline reads, its type and range. A pr
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,18 +25,27 @@ class ParamsError(ValueError):
 Check = Callable[[str, Any], "str | None"]
 
 
-def _num(lo=None, hi=None, lo_open=False, integer=False) -> Check:
+def _num(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
+    bounds = [f"{'>' if lo_open else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)
+    allowed = f"allowed {' and '.join(bounds)}" + (f" ({why})" if why else "")
+
     def check(key, v):
         kind = "an integer" if integer else "a number"
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            return f"{key}: {v!r} is not {kind}"
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"{key}: {v!r} is out of range, allowed {'>' if lo_open else '>='} {lo}" + (
-                f" and <= {hi}" if hi is not None else "")
-        if hi is not None and v > hi:
-            return f"{key}: {v!r} is out of range, allowed <= {hi}"
+            return f"{key}: {v!r} is not {kind}" + _text_number_hint(v)
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            return f"{key}: {v!r} is out of range, {allowed}"
         return None
     return check
+
+
+def _text_number_hint(v) -> str:
+    """YAML 1.1 reads `1e-3` or `2e6` (no dot) as a string: say so, since the file looks right."""
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return ""
+    return " (YAML read it as text: write it unquoted with a dot, e.g. 1.0e-3, or in full, e.g. 2000000)"
 
 
 def _choice(allowed) -> Check:
@@ -83,7 +93,7 @@ SCHEMA: dict[str, Any] = {
         "eval_tokens": INT_POS,
     },
     "tokenizer": {
-        "vocab_size": _num(260, 2**32 - 1, integer=True),
+        "vocab_size": _num(260, 2**32, integer=True, why="token ids are stored as uint32 arrays"),
         "sample_chars": INT_POS,
     },
     "model": {
@@ -126,6 +136,7 @@ DOMAIN_SCHEMA = {
     "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str},
 }
 DOMAIN_OPTIONAL = {"toy": {"seed"}, "files": {"format", "text_field"}, "hf": {"config", "text_field"}}
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _unknown(key: str, allowed, missing=()) -> str:
@@ -137,7 +148,7 @@ def _unknown(key: str, allowed, missing=()) -> str:
 
 def _check(schema: dict, node: Any, prefix: str, errors: list[str], optional: bool = False) -> None:
     if not isinstance(node, dict):
-        errors.append(f"{prefix or 'params'}: expected a mapping, got {node!r}")
+        errors.append(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {node!r}")
         return
     missing = [] if optional else [k for k in schema if k not in node]
     for key in node:
@@ -163,11 +174,14 @@ def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
         return
     for name, spec in domains.items():
         key = f"{prefix}.{name}"
+        if not DOMAIN_NAME.fullmatch(str(name)):
+            errors.append(f"{key}: domain name {name!r} is not allowed: use letters, digits, '_' and '-' "
+                          f"(it names files and metrics)")
         if not isinstance(spec, dict) or "source" not in spec:
             errors.append(f"{key}.source: missing key, allowed: {', '.join(SOURCES)}")
             continue
         source = spec["source"]
-        if source not in DOMAIN_SCHEMA:
+        if not isinstance(source, str) or source not in DOMAIN_SCHEMA:
             errors.append(f"{key}.source: unknown domain source {source!r}, allowed: {', '.join(SOURCES)}")
             continue
         if source == "builtin" and name not in BUILTIN_DOMAINS:
@@ -186,11 +200,15 @@ def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
 
 def _check_cross(p: dict, errors: list[str]) -> None:
     """Relations between keys that a per-key check cannot see."""
-    data, model = p.get("data", {}), p.get("model", {})
-    domains = data.get("domains") if isinstance(data.get("domains"), dict) else {}
+    # A section or key of the wrong type was reported by _check; here it only must not crash.
+    def mapping(node, key):
+        return node[key] if isinstance(node.get(key), dict) else {}
+
+    data, model = mapping(p, "data"), mapping(p, "model")
+    domains = mapping(data, "domains")
     order = data.get("order") if isinstance(data.get("order"), list) else []
     for i, name in enumerate(order):
-        if domains and name not in domains:
+        if domains and isinstance(name, str) and name not in domains:
             errors.append(f"data.order[{i}]: domain {name!r} is not defined in data.domains "
                           f"(defined: {', '.join(domains)})")
     if len(order) < 2:
@@ -198,16 +216,22 @@ def _check_cross(p: dict, errors: list[str]) -> None:
     n_embd, n_head = model.get("n_embd"), model.get("n_head")
     if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head:
         errors.append(f"model.n_embd: {n_embd} is not divisible by model.n_head={n_head}")
+    eval_tokens, block = data.get("eval_tokens"), model.get("block_size")
+    if isinstance(eval_tokens, int) and isinstance(block, int) and eval_tokens < block:
+        errors.append(f"data.eval_tokens: {eval_tokens} is less than model.block_size={block}, allowed >= "
+                      f"model.block_size (one full evaluation window)")
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
-        arms, settings = p.get(arms_key), p.get(section) or {}
+        arms, settings = p.get(arms_key), mapping(p, section)
         for arm in arms if isinstance(arms, list) else []:
-            if arm in registry and registry[arm].SCHEMA and arm not in settings:
+            if isinstance(arm, str) and arm in registry and registry[arm].SCHEMA and arm not in settings:
                 errors.append(f"{section}.{arm}: missing settings for the selected arm {arm!r}")
 
 
-def validate(p: Any) -> dict:
-    errors: list[str] = []
+def validate(p: Any, errors: list[str] | None = None) -> dict:
+    """Return `p` if it is valid; else raise ParamsError listing `errors` (found while parsing) and every
+    problem of `p`."""
+    errors = list(errors or [])
     _check(SCHEMA, p, "", errors)
     if isinstance(p, dict):
         _check_cross(p, errors)
@@ -221,4 +245,30 @@ def load(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the repository root)")
     with open(path) as f:
-        return validate(yaml.safe_load(f))
+        loader = yaml.SafeLoader(f)
+        try:
+            node = loader.get_single_node()
+            duplicates: list[str] = []
+            _find_duplicate_keys(node, "", duplicates)
+            p = loader.construct_document(node) if node is not None else None
+        except yaml.YAMLError as e:
+            raise ParamsError(f"invalid params.yaml: {path} is not valid YAML:\n  {e}") from None
+        finally:
+            loader.dispose()
+    return validate(p, duplicates)
+
+
+def _find_duplicate_keys(node: yaml.Node, prefix: str, errors: list[str]) -> None:
+    """YAML keeps only the last of two equal keys, silently: a domain defined twice would lose one."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value in node.value:
+            key = f"{prefix}{key_node.value}"
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                errors.append(f"{key}: duplicate key (lines {lines[key]} and {line}), allowed once per mapping")
+            lines.setdefault(key, line)
+            _find_duplicate_keys(value, key + ".", errors)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _find_duplicate_keys(item, f"{prefix.rstrip('.')}[{i}].", errors)

@@ -7,6 +7,8 @@ from typing import Callable
 
 from sparsecl import params as params_mod
 from sparsecl.data.sources import EmptyDomainError
+from sparsecl.io import IntegrityError
+from sparsecl.train.loop import NonFiniteLossError
 
 
 def run(main: Callable[[dict, argparse.Namespace], None], *args: str) -> None:
@@ -18,6 +20,9 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str) -> None:
     try:
         p = params_mod.load("params.yaml")
         main(p, ns)
-    except (params_mod.ParamsError, EmptyDomainError) as e:
+    except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (IntegrityError, NonFiniteLossError) as e:  # a corrupted input, or a run that diverged
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -47,8 +47,16 @@ def files_documents(patterns: list[str], fmt: str, text_field: str) -> tuple[lis
         raise EmptyDomainError(f"files source: no file matches {patterns}")
     import datasets
 
-    ds = datasets.load_dataset(fmt, data_files=files, split="train")
-    return _column(ds, text_field), {"files": len(files), "format": fmt}
+    # Text is decoded while reading: a byte that is not UTF-8 becomes U+FFFD instead of failing the domain.
+    kwargs = {"encoding_errors": "replace"} if fmt == "text" else {}
+    ds = datasets.load_dataset(fmt, data_files=files, split="train", **kwargs)
+    docs = _column(ds, text_field)
+    prov = {"files": len(files), "format": fmt}
+    if (replaced := sum("\ufffd" in d for d in docs)):
+        print(f"[tokenize] note: {replaced} documents of {patterns} contain U+FFFD (what bytes that are not "
+              f"UTF-8 are read as)", flush=True)
+        prov["documents_with_replacement_char"] = replaced
+    return docs, prov
 
 
 def hf_documents(dataset: str, config: str | None, split: str, text_field: str) -> tuple[list[str], dict]:
@@ -60,9 +68,16 @@ def hf_documents(dataset: str, config: str | None, split: str, text_field: str) 
 
 
 def _column(ds, text_field: str) -> list[str]:
+    import pyarrow as pa
+
     if text_field not in ds.column_names:
         raise EmptyDomainError(f"text_field {text_field!r} is not a column; columns: {ds.column_names}")
-    return [str(x) for x in ds[text_field] if x is not None]
+    col = ds.data.column(text_field)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        # Arrow keeps json/parquet strings that are not valid UTF-8 as they are; decode them leniently
+        # (U+FFFD) rather than fail deep inside pyarrow.
+        return [b.decode("utf-8", "replace") for b in col.cast(pa.large_binary()).to_pylist() if b is not None]
+    return [str(x) for x in col.to_pylist() if x is not None]
 
 
 def toy_documents(name: str, n_docs: int, seed: int) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsecl.data.sources import EmptyDomainError, load_documents
-from sparsecl.io import atomic_path, read_json, sha256_file, write_json
+from sparsecl.io import IntegrityError, atomic_path, read_json, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")
@@ -90,33 +90,38 @@ def build(params: dict, out_dir: str | Path) -> dict:
     for name in names:
         docs, provenance[name] = load_documents(name, data["domains"][name], data["seed"])
         splits[name] = select_and_split(docs, data["max_chars"], data["val_fraction"])
+        kept = sum(len(splits[name][s]) for s in SPLITS)
         for s in SPLITS:
             if not splits[name][s]:
-                raise EmptyDomainError(f"data.domains.{name}: the {s} split is empty "
-                                       f"({len(docs)} documents; raise data.max_chars or adjust data.val_fraction)")
+                more = "raise data.max_chars" if data["max_chars"] and kept < len(set(docs)) else "add documents"
+                raise EmptyDomainError(
+                    f"data.domains.{name}: the {s} split is empty; documents are split whole, by content hash, and "
+                    f"this domain has {kept} distinct document(s) in use; {more} or adjust data.val_fraction")
     tok = train_tokenizer(splits, tcfg["vocab_size"], tcfg["sample_chars"], data["seed"])
+    dtype = token_dtype(tok.get_vocab_size())
+    # A small domain is evaluated on all of its val split (recorded, and said); a val split too small for
+    # even one window is refused. All are checked before anything is written, so a refusal leaves no output.
+    val = {name: encode(tok, splits[name]["val"], dtype) for name in names}
+    needed = min(data["eval_tokens"], MIN_EVAL_TOKENS)
+    for name in names:
+        if min(data["eval_tokens"], val[name].size - 1) < needed:
+            raise EmptyDomainError(
+                f"data.domains.{name}: its val split has {val[name].size} tokens, fewer than the "
+                f"{needed + 1} needed for evaluation; raise data.val_fraction or data.max_chars")
     with atomic_path(out_dir / "tokenizer.json") as tmp:
         tok.save(str(tmp))
-    dtype = token_dtype(tok.get_vocab_size())
     manifest = {"vocab_size": tok.get_vocab_size(), "dtype": np.dtype(dtype).name, "eot": tok.token_to_id(EOT),
                 "domains": {}}
     for name in names:
         entry = {"provenance": provenance[name]}
         for s in SPLITS:
-            arr = encode(tok, splits[name][s], dtype)
+            arr = val[name] if s == "val" else encode(tok, splits[name][s], dtype)
             path = out_dir / f"{name}.{s}.bin"
             with atomic_path(path) as tmp:
                 arr.tofile(tmp)
             entry[s] = {"documents": len(splits[name][s]), "chars": sum(map(len, splits[name][s])),
                         "tokens": int(arr.size), "sha256": sha256_file(path)}
-        # A small domain is evaluated on all of its val split (recorded, and said); a val split too small
-        # for even one window is refused.
         entry["eval_tokens"] = min(data["eval_tokens"], entry["val"]["tokens"] - 1)
-        needed = min(data["eval_tokens"], MIN_EVAL_TOKENS)
-        if entry["eval_tokens"] < needed:
-            raise EmptyDomainError(
-                f"data.domains.{name}: its val split has {entry['val']['tokens']} tokens, fewer than the "
-                f"{needed + 1} needed for evaluation; raise data.val_fraction or data.max_chars")
         if entry["eval_tokens"] < data["eval_tokens"]:
             print(f"[tokenize] note: {name} has {entry['val']['tokens']} val tokens, fewer than "
                   f"data.eval_tokens={data['eval_tokens']}; it is evaluated on {entry['eval_tokens']}", flush=True)
@@ -133,21 +138,38 @@ class TokenData:
 
     def __init__(self, folder: str | Path, verify: bool = True):
         self.folder = Path(folder)
-        self.manifest = read_json(self.folder / "manifest.json")
+        try:
+            self.manifest = read_json(self.folder / "manifest.json")
+        except (OSError, ValueError) as e:
+            raise IntegrityError(f"{self.folder}/manifest.json: cannot be read ({e}); rerun `dvc repro tokenize`") from e
         self.dtype = np.dtype(self.manifest["dtype"])
         self.vocab_size = self.manifest["vocab_size"]
         self._verify = verify
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
+    def meta(self, domain: str, split: str) -> dict:
+        if domain not in self.manifest["domains"]:
+            raise KeyError(f"domain {domain!r} is not in {self.folder}/manifest.json; rerun the tokenize stage")
+        return self.manifest["domains"][domain][split]
+
     def array(self, domain: str, split: str) -> np.ndarray:
         key = (domain, split)
         if key not in self._arrays:
-            if domain not in self.manifest["domains"]:
-                raise KeyError(f"domain {domain!r} is not in {self.folder}/manifest.json; rerun the tokenize stage")
             path = self.folder / f"{domain}.{split}.bin"
-            meta = self.manifest["domains"][domain][split]
-            if self._verify and sha256_file(path) != meta["sha256"]:
-                raise ValueError(f"{path}: content hash does not match manifest.json (corrupted or truncated); "
-                                 f"rerun `dvc repro tokenize`")
+            meta = self.meta(domain, split)
+            if self._verify and (not path.exists() or sha256_file(path) != meta["sha256"]):
+                raise IntegrityError(f"{path}: missing, or its content hash does not match manifest.json "
+                                     f"(corrupted or truncated); rerun `dvc repro tokenize`")
             self._arrays[key] = np.memmap(path, dtype=self.dtype, mode="r")
         return self._arrays[key]
+
+    def require(self, domains: list[str], block_size: int) -> None:
+        """Refuse, before any training, a domain too short for one training window (block_size + 2 tokens)
+        or one evaluation window (block_size + 1): otherwise the stage would fail hours later, at that phase."""
+        for domain in domains:
+            for split, need in (("train", block_size + 2), ("val", block_size + 1)):
+                have = self.meta(domain, split)["tokens"]
+                if have < need:
+                    raise EmptyDomainError(
+                        f"data.domains.{domain}: its {split} split has {have} tokens, fewer than the {need} that "
+                        f"one window of model.block_size={block_size} needs; add documents or lower model.block_size")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsecl.io import torch_save
+from sparsecl.io import IntegrityError, torch_load, torch_save
 from sparsecl.model import GPT, GPTConfig, layer_blocks
 from sparsecl.topology import TOPOLOGIES
 
@@ -42,9 +42,9 @@ def save_masks(path: str | Path, masks: dict[str, torch.Tensor], topology: str, 
 
 def load_masks(path: str | Path) -> dict:
     """Load a mask file and check its content hash: a corrupted mask is refused, not trained on."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if mask_hash(blob["masks"]) != blob["sha256"]:
-        raise ValueError(f"{path}: masks do not match their stored sha256 (corrupted); rerun init_topologies")
+    blob = torch_load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or mask_hash(blob.get("masks", {})) != blob.get("sha256"):
+        raise IntegrityError(f"{path}: masks do not match their stored sha256 (corrupted); rerun init_topologies")
     return blob
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sparsecl.data.batches import batch_rng, sample_batch
-from sparsecl.io import torch_save
+from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
 from sparsecl.mechanisms import Mechanism
 
 
@@ -57,6 +57,10 @@ def steps_for(tokens: int, tcfg: dict, block_size: int) -> int:
     return max(1, math.ceil(tokens / (tcfg["batch_size"] * tcfg["grad_accum"] * block_size)))
 
 
+def _all_finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
 @dataclass
 class PhaseResult:
     steps: int
@@ -78,8 +82,15 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
     steps = steps_for(n_tokens, tcfg, block)
     opt = make_optimizer(model, tcfg, device)
     start = 0
-    if resume_file.exists():
-        state = torch.load(resume_file, map_location=device, weights_only=False)
+    state = torch_load(resume_file, map_location=device, weights_only=False) if resume_file.exists() else None
+    if state is not None and state.get("phase") != phase:
+        # Left by a run killed between saving its finished phase and removing this file.
+        print(f"[{label}] ignoring {resume_file}: it holds phase {state.get('phase')}, not {phase}", flush=True)
+        state = None
+    if state is not None:
+        if tensors_sha256(state["model"]) != state.get("model_sha256"):
+            raise IntegrityError(f"{resume_file}: weights do not match their stored sha256 (corrupted); delete it "
+                                 f"to restart this phase")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         mechanism.load_state_dict(state["mechanism"])
@@ -90,7 +101,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
     tokens_per_step = tcfg["batch_size"] * tcfg["grad_accum"] * block
     model.train()
     t0, window_loss, window_n, last_loss = time.perf_counter(), torch.zeros((), device=device), 0, float("nan")
-    t_log = t0
+    t_log, window_grad, saved = t0, torch.zeros((), device=device), start
     for step in range(start, steps):
         lr = lr_at(step, steps, tcfg)
         for group in opt.param_groups:
@@ -104,25 +115,37 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
             loss.backward()
             window_loss += loss.detach()
         if tcfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        window_grad += grad_norm  # on the device: a non-finite gradient is seen at the next logging step
         opt.step()
         opt.zero_grad(set_to_none=True)
         window_n += 1
         done = step + 1
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
-            # The only host sync: once per logging window, never per step.
-            last_loss = float(window_loss) / window_n
-            if not math.isfinite(last_loss):
-                raise NonFiniteLossError(f"[{label}] non-finite loss {last_loss} at phase {phase}, step {done}; "
-                                         f"the last good checkpoint is kept in {resume_file}")
+            # The only host sync: once per logging window, never per step. A window with a non-finite loss,
+            # gradient or weight stops the run before anything is logged or saved from it.
+            last_loss, grad = float(window_loss) / window_n, float(window_grad)
+            if not (math.isfinite(last_loss) and math.isfinite(grad) and _all_finite(model)):
+                good = f"{resume_file} (step {saved})" if saved else "none in this phase, it restarts from its start"
+                raise NonFiniteLossError(
+                    f"{label}: non-finite training state at phase {phase}, step {done}/{steps} (mean loss "
+                    f"{last_loss:.4g} and summed gradient norm {grad:.4g} over steps {done - window_n + 1}-{done}); "
+                    f"stopped without saving it. Last good in-phase checkpoint: {good}. Lower train.lr or check "
+                    f"the data")
             now = time.perf_counter()
             tok_s = window_n * tokens_per_step / max(now - t_log, 1e-9)
             print(f"[{label}] step {done}/{steps} loss {last_loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s", flush=True)
             if log:
                 log({"loss": last_loss, "lr": lr, "tokens_per_s": tok_s, "step": done})
-            window_loss, window_n, t_log = torch.zeros((), device=device), 0, now
+            window_loss, window_grad = torch.zeros((), device=device), torch.zeros((), device=device)
+            window_n, t_log = 0, now
             if done % tcfg["ckpt_every"] == 0 and done < steps:
-                torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
-                            "mechanism": mechanism.state_dict(), "rng": torch.get_rng_state()}, resume_file)
+                weights = model.state_dict()
+                torch_save({"phase": phase, "step": done, "model": weights, "model_sha256": tensors_sha256(weights),
+                            "optimizer": opt.state_dict(), "mechanism": mechanism.state_dict(),
+                            "rng": torch.get_rng_state()}, resume_file)
+                saved = done
     return PhaseResult(steps=steps, tokens=steps * tokens_per_step, seconds=time.perf_counter() - t0,
                        final_loss=last_loss)

@@ -1,11 +1,14 @@
 """The two training stages: pretrain one (topology, seed) arm on domain A, then learn the later domains
 one phase each with a mechanism. Work in progress lives in a resume folder outside DVC's outputs, so
-a killed stage picks up where it stopped when rerun; finished files are moved into the stage's outputs.
+a killed stage picks up where it stopped when rerun; finished files are then published into the stage's
+outputs. The folder is stamped with everything the result depends on (settings, input hashes, this
+package's code), so work from other settings or other code is never resumed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import torch
 
 from sparsecl.data.tokens import TokenData
-from sparsecl.io import sha256_file
+from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
@@ -24,7 +27,17 @@ RESUME_ROOT = Path("runs/resume")
 
 
 def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([_code_hash(), *parts], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _code_hash() -> str:
+    """This package's source: after a code change DVC reruns the stage, and old work must not be resumed."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(f"{f.relative_to(package)}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _resume_dir(arm: str, fingerprint: str) -> Path:
@@ -34,34 +47,74 @@ def _resume_dir(arm: str, fingerprint: str) -> Path:
     if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         print(f"[{arm}] discarding unfinished work from different settings in {folder}", flush=True)
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
+    write_text(stamp, fingerprint)
     return folder
 
 
 def _publish(resume: Path, out_dir: Path, names: list[str]) -> None:
+    """Link the finished files into the stage's outputs, then drop the resume folder: a kill on the way
+    leaves the folder whole, and the rerun (DVC deletes the partial outputs first) publishes again."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (resume / name).replace(out_dir / name)
+        (out_dir / name).unlink(missing_ok=True)
+        try:
+            os.link(resume / name, out_dir / name)
+        except OSError:  # another file system: copy instead
+            with atomic_path(out_dir / name) as tmp:
+                shutil.copyfile(resume / name, tmp)
     shutil.rmtree(resume)
 
 
 class StepLog:
-    """DVCLive step logs (for `dvc plots show`), one folder per arm; the pipeline declares the plots."""
+    """DVCLive step logs (for `dvc plots show`), one folder per arm; the pipeline declares the plots.
 
-    def __init__(self, folder: str | Path):
+    DVC deletes that folder before it reruns a stage, so every row is also appended to `history` in the
+    resume folder. A resumed run replays the rows logged before the point it resumes from (known from its
+    first new row), so its step logs equal an uninterrupted run's, the measured tokens/s aside.
+    """
+
+    def __init__(self, folder: str | Path, history: Path):
         from dvclive import Live
 
         self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
-        self.prefix = ""
+        self.history = history
+        self.earlier = _read_rows(history)
+        self.phase, self.prefix = 0, ""
 
     def __call__(self, row: dict) -> None:
+        row = {"phase": self.phase, "prefix": self.prefix, **row}
+        if self.earlier is not None:
+            kept = [r for r in self.earlier if (r["phase"], r["step"]) < (row["phase"], row["step"])]
+            self._replay(kept)
+            write_text(self.history, "".join(json.dumps(r) + "\n" for r in kept))
+        self._log(row)
+        with open(self.history, "a") as f:  # a torn last line from a kill is skipped when read
+            f.write(json.dumps(row) + "\n")
+
+    def _replay(self, rows: list[dict]) -> None:
+        for r in rows:
+            self._log(r)
+        self.earlier = None
+
+    def _log(self, row: dict) -> None:
         for key in ("loss", "lr", "tokens_per_s"):
-            self.live.log_metric(f"{self.prefix}{key}", row[key])
+            self.live.log_metric(f"{row['prefix']}{key}", row[key])
         self.live.next_step()
 
     def close(self) -> None:
+        if self.earlier is not None:  # nothing was left to train: the history is the whole log
+            self._replay(self.earlier)
         self.live.end()
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
 
 
 def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, out_dir: str,
@@ -69,6 +122,7 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     device = resolve_device(params["device"])
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     domain = params["data"]["order"][0]
+    data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
     arm = f"pretrain-{topology}-s{seed}"
     resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["pretrain"], domain,
                                            blob["sha256"], data.manifest["domains"][domain]["train"]["sha256"]))
@@ -78,7 +132,7 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     if not (resume / "init.pt").exists():
         save_checkpoint(resume / "init.pt", model, phase=-1, domain="untrained", **meta)
     print(f"[{arm}] {model.param_counts()}", flush=True)
-    log = StepLog(live_dir)
+    log = StepLog(live_dir, resume / "steplog.jsonl")
     result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], params["train"],
                          seed=seed, phase=0, mechanism=make_mechanism("none", {}), device=device,
                          resume_file=resume / "inphase.pt", label=arm, log=log)
@@ -98,8 +152,8 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     order = params["data"]["order"]
     arm = f"{topology}-{mechanism}-s{seed}"
     start_ckpt = Path(pretrain_dir) / "model.pt"
-    resume = _resume_dir(arm, _fingerprint(params["train"], params["phase"], order, settings,
-                                           blob["sha256"], sha256_file(start_ckpt)))
+    resume = _resume_dir(arm, _fingerprint(params["train"], params["phase"], order, settings, blob["sha256"],
+                                           sha256_file(start_ckpt), [data.meta(d, "train")["sha256"] for d in order]))
     mech = make_mechanism(mechanism, settings)
     # Continue from the last finished phase if an earlier run was killed.
     done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
@@ -108,24 +162,28 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     if done:
         mech.load_state_dict(ck["mechanism_state"])
         print(f"[{arm}] resuming after finished phase {first - 1}", flush=True)
-    log, summary = StepLog(live_dir), {}
+    data.require(order, model.cfg.block_size)
+    log = StepLog(live_dir, resume / "steplog.jsonl")
+    summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
     for k in range(first, len(order)):
         domain = order[k]
-        log.prefix = f"phase{k}_{domain}/"
+        log.phase, log.prefix = k, f"phase{k}_{domain}/"
         print(f"[{arm}] phase {k}/{len(order) - 1}: {domain}", flush=True)
+        # Seeded per phase, so that a run resumed after a finished phase draws what an uninterrupted one does.
+        torch.manual_seed(1000 * seed + k)
         mech.begin_phase(k, domain, model)
         t0 = time.perf_counter()
         result = train_phase(model, data.array(domain, "train"), params["phase"]["tokens"], params["train"],
                              seed=seed, phase=k, mechanism=mech, device=device,
                              resume_file=resume / "inphase.pt", label=f"{arm} {domain}", log=log)
         mech.end_phase(k, domain, model, data.array(domain, "train"))
-        save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
-                        mechanism=mechanism, mechanism_state=mech.state_dict())
-        (resume / "inphase.pt").unlink(missing_ok=True)
         summary[f"phase{k}_{domain}"] = {"tokens": result.tokens, "steps": result.steps,
                                          "seconds": round(time.perf_counter() - t0, 2),
                                          "final_train_loss": result.final_loss}
+        write_json(resume / "summary.json", summary)  # before the checkpoint that marks the phase finished
+        save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
+                        mechanism=mechanism, mechanism_state=mech.state_dict())
+        (resume / "inphase.pt").unlink(missing_ok=True)
     log.close()
-    # Timings of phases finished by an earlier, killed run are not known here; record what ran now.
     _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
     return summary
