@@ -5,6 +5,8 @@ from sparsecl import stage
 from sparsecl.data.tokens import TokenData
 from sparsecl.io import write_json
 from sparsecl.metrics.evaluate import loss_matrix
+from sparsecl.model.checkpoint import load_checkpoint
+from sparsecl.model.sparse_export import export_sparse, inference_complexity, latency
 from sparsecl.topology.store import load_masks
 from sparsecl.train.loop import resolve_device
 
@@ -16,9 +18,15 @@ def main(params, args):
     pre, seq = Path(f"models/pretrain/{base}"), Path(f"models/sequential/{arm}")
     checkpoints = {"untrained": pre / "init.pt", f"phase0_{order[0]}": pre / "model.pt",
                    **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
-    losses = loss_matrix(checkpoints, load_masks(f"data/masks/{base}.pt"), TokenData("data/tokens"), order,
+    masks = load_masks(f"data/masks/{base}.pt")
+    losses = loss_matrix(checkpoints, masks, TokenData("data/tokens"), order,
                          resolve_device(params["device"]))
-    write_json(f"metrics/eval/{arm}.json", {"loss": losses})
+    # Seed 004's inference complexity of the final model: counts in the metrics (deterministic), the
+    # measured CPU latency of its exported sparse form in a file of its own (wall-clock, differs every run).
+    final, _ = load_checkpoint(list(checkpoints.values())[-1], masks, "cpu")
+    sparse = export_sparse(final)
+    write_json(f"metrics/eval/{arm}.json", {"loss": losses, "inference": inference_complexity(final, sparse)})
+    write_json(f"inference/{arm}.json", latency(final, sparse, repeats=10))
 
 
 if __name__ == "__main__":

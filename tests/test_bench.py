@@ -10,3 +10,16 @@ def test_train_throughput_bench_smoke():
     out = subprocess.run([sys.executable, "bench/train_throughput.py", "--tiny", "--steps", "2"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     assert "tokens/s" in out and "masked sparse" in out and "of matmul" in out
+
+
+def test_sparse_inference_bench_smoke():
+    out = subprocess.run([sys.executable, "bench/sparse_inference.py", "--tiny", "--repeats", "1",
+                          "--densities", "0.05,0.3", "--batches", "1"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "speedup vs dense" in out and "rho 0.3" in out
+
+
+def test_eval_fraction_bench_smoke():
+    out = subprocess.run([sys.executable, "bench/eval_fraction.py", "--tiny", "--steps", "1"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "evaluation / (training + evaluation)" in out

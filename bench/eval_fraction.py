@@ -1,0 +1,77 @@
+"""Evaluation time as a fraction of a default run: the `evaluate` stage's work against the training stages'
+work, both at rates measured side by side in one process on the model shape of params.yaml.
+
+    python bench/eval_fraction.py              # the run params.yaml describes
+    python bench/eval_fraction.py --tiny       # smoke run (CI)
+
+Training: every arm's tokens (pretraining per topology and seed, each later phase per arm) at the measured
+seconds per optimizer step of plain training (mechanism `none`; the mechanisms' extra work makes training
+longer and the fraction smaller). Evaluation: per arm, every checkpoint (untrained, after each phase) on
+`data.eval_tokens` tokens of every domain (an upper bound: a domain with a smaller val split is evaluated on
+all of it) at the measured forward rate, plus the exported model's latency measurement. Process start-up and
+checkpoint loading are not counted in either. Prints figures only; it asserts nothing about time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from sparsecl.metrics.evaluate import mean_nll
+from sparsecl.model import GPT, GPTConfig
+from sparsecl.model.sparse_export import export_sparse, latency
+from sparsecl.topology.store import make_masks
+from sparsecl.train.loop import steps_for
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_throughput import time_training  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--steps", type=int, default=20, help="training steps timed")
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 32-wide model and small budgets (smoke test)")
+    args = ap.parse_args()
+    params = yaml.safe_load(open(args.params))
+    if args.tiny:
+        params["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=32)
+        params["train"]["batch_size"] = 4
+        params["data"]["eval_tokens"] = 256
+    tcfg, order = params["train"], params["data"]["order"]
+    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = GPT(cfg, masks=make_masks(params, "random", 0))
+
+    # Measured: training seconds per step, evaluation seconds per window, the latency measurement.
+    step_s = time_training(model, params, args.steps, device)
+    windows = torch.randint(0, cfg.vocab_size, (max(1, params["data"]["eval_tokens"] // cfg.block_size),
+                                                cfg.block_size + 1))
+    t0 = time.perf_counter()
+    mean_nll(model, windows, device)
+    window_s = (time.perf_counter() - t0) / len(windows)
+    t0 = time.perf_counter()
+    latency(model, export_sparse(model))
+    latency_s = time.perf_counter() - t0
+
+    topologies_x_seeds = len(params["topologies"]) * len(params["seeds"])
+    arms = topologies_x_seeds * len(params["mechanisms"])
+    train_steps = (topologies_x_seeds * steps_for(params["pretrain"]["tokens"], tcfg, cfg.block_size)
+                   + arms * (len(order) - 1) * steps_for(params["phase"]["tokens"], tcfg, cfg.block_size))
+    train_s = train_steps * step_s * tcfg["grad_accum"]
+    eval_s = arms * ((len(order) + 1) * len(order) * len(windows) * window_s + latency_s)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, {arms} arms")
+    print(f"training: {train_steps:,} steps x {step_s * 1e3:.1f} ms = {train_s:,.0f} s")
+    print(f"evaluation: {arms} arms x {len(order) + 1} checkpoints x {len(order)} domains x {len(windows)} windows "
+          f"x {window_s * 1e3:.2f} ms + latency {latency_s:.2f} s per arm = {eval_s:,.1f} s")
+    print(f"evaluation / (training + evaluation): {eval_s / (train_s + eval_s):.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Sparse inference (seed 004): next-token latency of the exported CSR model vs the same dense model, on CPU,
+at several densities and batch sizes, all measured side by side (round-robin) in one process.
+
+    python bench/sparse_inference.py                    # default model shape from params.yaml
+    python bench/sparse_inference.py --width 512        # a wider model (n_embd 512, 8 heads)
+    python bench/sparse_inference.py --tiny --repeats 2 # smoke run (CI)
+
+A call is one next token: a full context of block_size tokens through the blocks (no KV cache) and the LM
+head at the last position. Every matrix is exported to CSR here, whatever its density, to show where CSR
+stops paying. Prints figures only; it asserts nothing about time.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import yaml
+
+from sparsecl.model import GPT, GPTConfig
+from sparsecl.model.sparse_export import export_sparse, inference_complexity, next_token_logits, time_calls
+from sparsecl.topology.store import make_masks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--densities", default="0.01,0.05,0.1,0.3")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--width", type=int, help="n_embd (heads: width / 64)")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 32-wide model (smoke test)")
+    args = ap.parse_args()
+    params = yaml.safe_load(open(args.params))
+    if args.width:
+        params["model"].update(n_embd=args.width, n_head=max(1, args.width // 64))
+    if args.tiny:
+        params["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=32)
+    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, "
+          f"vocab {args.vocab}; median of {args.repeats} round-robin calls")
+    torch.manual_seed(0)
+    dense = GPT(cfg).eval()
+    for batch in (int(b) for b in args.batches.split(",")):
+        idx = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
+        calls, flops, err = {"dense": lambda: next_token_logits(dense, idx)}, {}, {}
+        for rho in (float(d) for d in args.densities.split(",")):
+            params["density"] = rho
+            masked = GPT(cfg, masks=make_masks(params, "random", 0)).eval()
+            sparse = export_sparse(masked, max_density=1.0)
+            with torch.no_grad():
+                err[rho] = float((masked(idx)[0] - sparse(idx)[0]).abs().max())
+            flops[rho] = inference_complexity(masked, sparse)
+            calls[f"sparse {rho}"] = lambda s=sparse: next_token_logits(s, idx)
+        sec = time_calls(calls, args.repeats)
+        print(f"batch {batch} x context {cfg.block_size}: dense {sec['dense'] * 1e3:.2f} ms/call")
+        head = 2 * dense.lm_head.weight.numel()  # the LM head runs at the last position only
+
+        def call_flops(form: dict) -> float:
+            return cfg.block_size * (form["flops_per_token"] - head) + head
+
+        for rho, c in flops.items():
+            s = sec[f"sparse {rho}"]
+            ideal = call_flops(c["dense"]) / call_flops(c["sparse"])
+            print(f"  rho {rho:<5} sparse {s * 1e3:8.2f} ms/call  speedup vs dense {sec['dense'] / s:5.2f}x "
+                  f"(FLOP ratio {ideal:5.1f}x)  max |logit diff| vs masked {err[rho]:.1e}")
+
+
+if __name__ == "__main__":
+    main()

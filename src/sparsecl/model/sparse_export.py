@@ -1,0 +1,142 @@
+"""Export a trained masked model to sparse matrices for inference: seed 004's pruned model at its real cost.
+
+`export_sparse` copies the model and replaces every sparsified matrix whose nonzero share is at most
+`max_density` by a `SparseLinear` holding only its nonzeros in CSR (`torch.sparse.mm`, MKL on CPU); denser
+ones stay dense, where CSR does not pay. Nonzeros are what a forward pass multiplies: the mask's entries,
+or a post-pruned dense model's weights that are not 0. Random masks have no block structure, so a blocked
+format (BSR) would store and multiply mostly zeros; it is not used. The exported model is for inference only.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+from sparsecl.model.gpt import GPT, MaskedLinear
+
+# CSR's indexing costs more per multiply than a dense kernel's; on the 2-core CPU it stops paying between
+# 10% and 30% nonzeros (bench/sparse_inference.py).
+MAX_DENSITY = 0.2
+
+
+class SparseLinear(nn.Module):
+    """y = x W^T + b with W in CSR. Inputs of any leading shape, like nn.Linear."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        weight = layer.weight.detach()
+        if getattr(layer, "mask", None) is not None:
+            weight = weight * layer.mask
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        with warnings.catch_warnings():  # "CSR support is in beta": it works for what is used here
+            warnings.simplefilter("ignore")
+            self.weight = weight.to_sparse_csr()
+        self.bias = None if layer.bias is None else layer.bias.detach().clone()
+
+    @property
+    def nnz(self) -> int:
+        return self.weight.values().numel()
+
+    @property
+    def nbytes(self) -> int:
+        w = self.weight
+        parts = (w.values(), w.col_indices(), w.crow_indices()) + (() if self.bias is None else (self.bias,))
+        return sum(t.numel() * t.element_size() for t in parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # CSR times a dense (in, tokens) matrix is the kernel torch has. The result is made contiguous
+        # again: on a transposed view, attention falls back to its slow path (2x slower overall).
+        y = torch.sparse.mm(self.weight, x.reshape(-1, self.in_features).t()).t().contiguous()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def nonzeros(layer: MaskedLinear) -> int:
+    weight = layer.weight if layer.mask is None else layer.weight * layer.mask
+    return int((weight != 0).sum())
+
+
+@torch.no_grad()
+def export_sparse(model: GPT, max_density: float = MAX_DENSITY) -> GPT:
+    """A copy of `model` (on CPU, eval mode) whose sparse enough matrices are CSR."""
+    sparse = copy.deepcopy(model).cpu().eval().requires_grad_(False)
+    for name, layer in sparse.masked_layers().items():
+        if nonzeros(layer) <= max_density * layer.weight.numel():
+            parent, attr = name.rsplit(".", 1)
+            setattr(sparse.get_submodule(parent), attr, SparseLinear(layer))
+    return sparse
+
+
+@torch.no_grad()
+def next_token_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Logits of the token after each context in idx (B, T): the whole context through the blocks (no KV
+    cache), the LM head at the last position only."""
+    t = model.transformer
+    x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
+    for block in t.h:
+        x = block(x)
+    return model.lm_head(t.ln_f(x[:, -1]))
+
+
+def _weights_multiplied(model: nn.Module) -> int:
+    """Weights a forward pass multiplies per token: a dense or masked matrix all of its entries (the masked
+    one runs as a dense kernel), a CSR matrix its nonzeros; the tied LM head once."""
+    return sum(m.nnz if isinstance(m, SparseLinear) else m.weight.numel()
+               for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear)))
+
+
+def _stored(model: nn.Module) -> int:
+    """Bytes the model holds: dense tensors whole (masks included), CSR matrices as CSR."""
+    tensors = list(model.parameters()) + [b for b in model.buffers() if b is not None]
+    return (sum(t.numel() * t.element_size() for t in tensors)
+            + sum(m.nbytes for m in model.modules() if isinstance(m, SparseLinear)))
+
+
+def inference_complexity(model: GPT, sparse: GPT) -> dict:
+    """Per-token forward FLOPs (2 per multiplied weight plus 4 * n_embd * block_size per layer for attention,
+    a full context), active parameters and stored bytes of three forms of one trained model: `dense` (the
+    same architecture with every weight), `masked` (as trained: dense kernels on weight * mask) and `sparse`
+    (`export_sparse`). Counts only, so the same model always gives the same figures."""
+    cfg = model.cfg
+    attention = 4 * cfg.n_embd * cfg.block_size * cfg.n_layer
+    dense_flops = 2 * _weights_multiplied(model) + attention
+    total = sum(p.numel() for p in model.parameters())
+    layers = model.masked_layers().values()
+    active = total - sum(m.weight.numel() for m in layers) + sum(nonzeros(m) for m in layers)
+    masked_bytes, sparse_bytes = _stored(model), _stored(sparse)
+    return {
+        "dense": {"flops_per_token": dense_flops, "params_active": total, "stored_bytes": total * model.lm_head.weight.element_size()},
+        "masked": {"flops_per_token": dense_flops, "params_active": active, "stored_bytes": masked_bytes},
+        "sparse": {"flops_per_token": 2 * _weights_multiplied(sparse) + attention, "params_active": active,
+                   "stored_bytes": sparse_bytes},
+    }
+
+
+def time_calls(calls: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin so that load on a shared machine
+    hits every one alike."""
+    times = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()  # warm-up: allocator, MKL's first call
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def latency(model: GPT, sparse: GPT, batch: int = 1, repeats: int = 20, seed: int = 0) -> dict:
+    """Measured CPU seconds per next-token call (a full context) of the masked and exported forms."""
+    idx = torch.randint(0, model.cfg.vocab_size, (batch, model.cfg.block_size),
+                        generator=torch.Generator().manual_seed(seed))
+    masked = copy.deepcopy(model).cpu().eval()
+    sec = time_calls({"masked": lambda: next_token_logits(masked, idx),
+                      "sparse": lambda: next_token_logits(sparse, idx)}, repeats)
+    return {"batch": batch, "context": model.cfg.block_size, "threads": torch.get_num_threads(),
+            "masked_s": sec["masked"], "sparse_s": sec["sparse"], "speedup": sec["masked"] / sec["sparse"]}

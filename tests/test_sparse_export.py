@@ -1,0 +1,48 @@
+"""The exported sparse model computes what the masked model does, and its complexity figures add up."""
+import torch
+
+from sparsecl.model import GPT, GPTConfig
+from sparsecl.model.sparse_export import (SparseLinear, export_sparse, inference_complexity, latency,
+                                          next_token_logits)
+from sparsecl.topology.store import make_masks
+
+CFG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, bias=False, mlp_activation="gelu", topk_k=8)
+
+
+def _model(density: float, bias: bool = False) -> GPT:
+    params = {"density": density, "model": {**CFG, "bias": bias}, "topology": {"random": {"allocation": "uniform"}}}
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, **params["model"]), masks=make_masks(params, "random", 0))
+    with torch.no_grad():  # trained-looking weights: nonzero biases, masked entries still 0 through the mask
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_exported_logits_equal_masked():
+    idx = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
+    for density, bias in ((0.05, False), (0.1, True)):
+        model = _model(density, bias)
+        sparse = export_sparse(model)
+        assert sum(isinstance(m, SparseLinear) for m in sparse.modules()) == len(model.masked_layers())
+        with torch.no_grad():
+            assert torch.allclose(sparse(idx)[0], model(idx)[0], atol=1e-4, rtol=0)
+        assert torch.allclose(next_token_logits(sparse, idx), model(idx)[0][:, -1], atol=1e-4, rtol=0)
+
+
+def test_dense_layers_stay_dense_and_complexity_adds_up():
+    dense = _model(1.0)
+    assert not any(isinstance(m, SparseLinear) for m in export_sparse(dense).modules())
+    model = _model(0.05)
+    sparse = export_sparse(model)
+    c = inference_complexity(model, sparse)
+    kept = model.param_counts()
+    assert c["masked"]["params_active"] == c["sparse"]["params_active"] == kept["params_active"]
+    assert c["dense"]["params_active"] == kept["params_total"]
+    assert c["masked"]["flops_per_token"] == c["dense"]["flops_per_token"]
+    # The sparse form multiplies the kept weights only: 2 FLOPs for each weight it no longer multiplies.
+    saved = kept["sparsified_params"] - kept["sparsified_kept"]
+    assert c["dense"]["flops_per_token"] - c["sparse"]["flops_per_token"] == 2 * saved
+    assert c["sparse"]["stored_bytes"] < c["dense"]["stored_bytes"] < c["masked"]["stored_bytes"]
+    lat = latency(model, sparse, repeats=2)
+    assert lat["sparse_s"] > 0 and lat["masked_s"] > 0
