@@ -10,6 +10,7 @@ def main(params, args):
     out = f"models/sequential/{arm}"
     summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
                          f"models/pretrain/{base}", out, f"dvclive/sequential/{arm}")
+    write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))
     write_json(f"{out}/train_summary.json", summary)
 
 

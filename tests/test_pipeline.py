@@ -100,3 +100,19 @@ def test_sweep_gathers_density_vs_forgetting_from_dvc_records(toy_repo):
     assert (root / "plots" / "topologies.png").stat().st_size > 1000
     layers = json.loads((root / "metrics" / "topology" / "layers" / "random-s0.json").read_text())
     assert all(v["sigma2"] > 0 for v in layers.values())
+
+
+def test_changing_an_ssd_setting_reruns_only_the_ssd_arms(toy_repo):
+    root, _ = toy_repo
+    dvc(root, "exp", "run", "-S", "topologies=[dense]", "-S", "mechanisms=[none,ssd]")
+    for arm in ("dense-none-s0", "dense-ssd-s0"):
+        cost = json.loads((root / "metrics" / "mechanism" / f"{arm}.json").read_text())
+        assert all(math.isfinite(v) for v in finite_numbers(cost)) and cost["train_flops"] > 0
+    log = dvc(root, "exp", "run", "-S", "mechanism.ssd.temperature=4.0")
+    for stage in ("sequential@dense-ssd-0", "evaluate@dense-ssd-0", "analyze"):
+        assert f"Running stage '{stage}'" in log
+    for stage in ("tokenize", "pretrain@dense-0", "sequential@dense-none-0", "evaluate@dense-none-0"):
+        assert f"Stage '{stage}' didn't change, skipping" in log
+    report = (root / "report.md").read_text()
+    assert "## Mechanisms: forgetting against cost" in report and "| dense-ssd-s0 |" in report
+    assert (root / "plots" / "mechanism_compare.png").stat().st_size > 1000

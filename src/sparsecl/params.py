@@ -103,6 +103,8 @@ SCHEMA: dict[str, Any] = {
         "block_size": INT_POS,
         "dropout": _num(0, 1),
         "bias": _bool,
+        "mlp_activation": _choice(["gelu", "topk"]),
+        "topk_k": INT_POS,
     },
     "topology": {name: topo.SCHEMA for name, topo in TOPOLOGIES.items()},
     "train": {
@@ -216,6 +218,9 @@ def _check_cross(p: dict, errors: list[str]) -> None:
     n_embd, n_head = model.get("n_embd"), model.get("n_head")
     if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head:
         errors.append(f"model.n_embd: {n_embd} is not divisible by model.n_head={n_head}")
+    topk_k = model.get("topk_k")
+    if isinstance(n_embd, int) and isinstance(topk_k, int) and topk_k > 4 * n_embd:
+        errors.append(f"model.topk_k: {topk_k} is more than the {4 * n_embd} MLP units per layer")
     eval_tokens, block = data.get("eval_tokens"), model.get("block_size")
     if isinstance(eval_tokens, int) and isinstance(block, int) and eval_tokens < block:
         errors.append(f"data.eval_tokens: {eval_tokens} is less than model.block_size={block}, allowed >= "

@@ -3,31 +3,77 @@ from __future__ import annotations
 
 import torch
 
+from sparsecl.mechanisms.cost import forward_flops
+
+
+def number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, lo_open: bool = False):
+    """A params.yaml check for one setting: a number (an integer if asked) in [lo, hi], or (lo, hi]."""
+    def check(key, v):
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return f"{key}: {v!r} is not {kind}"
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            return (f"{key}: {v!r} is out of range, allowed {kind} in {'(' if lo_open else '['}"
+                    f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
+        return None
+    return check
+
 
 class Mechanism:
-    """A mechanism sees the model at phase boundaries and decides the loss of each training batch.
+    """A mechanism sees the model at phase boundaries and around every optimizer step, and decides the loss
+    of each training batch.
+
+    The sequential stage calls `end_phase(0, A, model, tokens of A)` once on the pretrained model (what a
+    mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries), then for each phase
+    k >= 1: `begin_phase`, per step `loss` (per micro-batch), `before_step`, `after_step`, and `end_phase`.
 
     The base class is plain sequential training: next-token cross-entropy on the current domain only.
-    Subclasses override what they need; `state_dict` must hold everything needed to resume mid-run.
+    Subclasses override what they need and count what they compute in `flops` (training FLOPs: forward and
+    backward of every batch, teacher forwards, replay, Fisher passes). `state_dict` holds everything needed
+    to resume mid-run, random generator included, so a resumed run equals an uninterrupted one.
     """
 
     SCHEMA: dict = {}  # settings under params.mechanism.<name>, checked before any work
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, seed: int = 0):
         self.settings = settings
+        self.rng = torch.Generator().manual_seed(seed)  # every random choice of the mechanism
+        self.flops = 0.0
+        self.train_flops_per_token = 0.0  # forward + backward of the trained model, set by begin_phase
 
     def begin_phase(self, phase: int, domain: str, model: torch.nn.Module) -> None:
         """Called before training on `domain` (phase 1 is the first domain after pretraining)."""
+        self.train_flops_per_token = 3 * forward_flops(model)
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss to minimise on one batch of the current domain."""
-        return model(x, y)[1]
+        return self.lm_loss(model, x, y)[1]
+
+    def lm_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs):
+        """(logits, next-token loss) of a batch that will be backpropagated; counts its FLOPs."""
+        self.flops += self.train_flops_per_token * x.numel()
+        return model(x, y, **kwargs)
+
+    def before_step(self, model: torch.nn.Module) -> None:
+        """After the backward pass, before clipping and the optimizer step (e.g. zero frozen gradients)."""
+
+    def after_step(self, model: torch.nn.Module, step: int, steps: int) -> None:
+        """After optimizer step `step` (1-based) of the phase's `steps` (e.g. keep pruned weights at 0)."""
 
     def end_phase(self, phase: int, domain: str, model: torch.nn.Module, train_tokens) -> None:
         """Called after training on `domain`, with that domain's train tokens (e.g. to estimate a Fisher)."""
 
-    def state_dict(self) -> dict:
+    def extra_memory_bytes(self) -> int:
+        """What the mechanism holds besides the model (buffer, teacher, Fisher), in bytes."""
+        return 0
+
+    def metrics(self) -> dict:
+        """Mechanism-specific figures for the arm's metrics file (numbers only)."""
         return {}
 
+    def state_dict(self) -> dict:
+        return {"flops": self.flops, "rng": self.rng.get_state()}
+
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.flops = state["flops"]
+        self.rng.set_state(state["rng"])

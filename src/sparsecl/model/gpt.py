@@ -2,10 +2,12 @@
 
 Sparsified: q, k, v (one mask per logical matrix even though they are fused), attention output,
 MLP fc and MLP proj. Dense: embeddings, tied LM head, LayerNorms, biases.
+The MLP activation is GELU or k-winners-take-all (`topk`, as SDMLP and SSD assume).
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,6 +24,8 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
+    mlp_activation: str = "gelu"  # gelu | topk
+    topk_k: int = 32              # units that fire per token with the topk activation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,11 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, weight, self.bias)
 
 
+def kwta(h: torch.Tensor, k: int) -> torch.Tensor:
+    """k-winners-take-all: each token keeps its k largest pre-activations; the others are 0 (no gradient)."""
+    return h * torch.zeros_like(h).scatter_(-1, h.topk(k, dim=-1).indices, 1.0)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -68,6 +77,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = MaskedLinear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, blocks=3)
         self.c_proj = MaskedLinear(cfg.n_embd, cfg.n_embd, cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.keep: torch.Tensor | None = None  # 0/1 per head while a subnetwork is active (GPT.subnetwork)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -75,6 +85,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
+        if self.keep is not None:
+            y = y * self.keep.view(1, -1, 1, 1)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 
@@ -84,9 +96,18 @@ class MLP(nn.Module):
         self.c_fc = MaskedLinear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias)
         self.c_proj = MaskedLinear(4 * cfg.n_embd, cfg.n_embd, cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.topk = cfg.topk_k if cfg.mlp_activation == "topk" else 0
+        self.keep: torch.Tensor | None = None  # 0/1 per unit while a subnetwork is active (GPT.subnetwork)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+    def forward(self, x: torch.Tensor, acts: list | None = None) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.keep is not None:
+            # A removed unit's pre-activation is 0: GELU gives 0, and k-WTA almost never picks it.
+            h = h * self.keep
+        h = kwta(h, self.topk) if self.topk else F.gelu(h)
+        if acts is not None:
+            acts.append(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
@@ -97,9 +118,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, acts: list | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        return x + self.mlp(self.ln_2(x), acts)
 
 
 class GPT(nn.Module):
@@ -145,19 +166,33 @@ class GPT(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, 0.0, 0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, acts: list | None = None):
+        """Logits and (with targets) the mean next-token loss; `acts`, if given, receives every layer's
+        MLP activations (B, T, 4 * n_embd)."""
         B, T = idx.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence length {T} > model.block_size {self.cfg.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, acts)
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    @contextmanager
+    def subnetwork(self, units: list[torch.Tensor], heads: list[torch.Tensor]):
+        """Run as if only some MLP units and attention heads of each layer existed (0/1 float vectors per
+        layer): the structured subnetworks of LoRD's pruned teacher."""
+        for block, u, h in zip(self.transformer.h, units, heads):
+            block.mlp.keep, block.attn.keep = u, h
+        try:
+            yield self
+        finally:
+            for block in self.transformer.h:
+                block.mlp.keep = block.attn.keep = None
 
     def param_counts(self) -> dict[str, float]:
         """Parameter counts (tied head counted once) and densities, over sparsified and all matrices."""

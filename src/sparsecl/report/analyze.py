@@ -10,7 +10,7 @@ import numpy as np
 
 from sparsecl.io import read_json, write_json, write_text
 from sparsecl.metrics.continual import crossover, final_summary, seen_mean_loss
-from sparsecl.report import plots, topology_compare
+from sparsecl.report import mechanism_compare, plots, topology_compare
 
 
 @dataclass
@@ -87,7 +87,9 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
-    write_text(report_path, "\n".join([render_report(params, arms, summary, cross), *topology_section]))
+    mechanism_section = mechanism_compare.section(arms, summary, metrics_dir, plots_dir)
+    write_text(report_path, "\n".join([render_report(params, arms, summary, cross), *topology_section,
+                                       mechanism_section]))
     for a in arms:
         s = summary[a.name]
         print(f"[analyze] {a.name}: final avg loss {s['final_avg_loss']:.3f} forgetting {s['forgetting']:.3f} "

@@ -114,6 +114,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
                 loss = mechanism.loss(step_fn, x, y) / tcfg["grad_accum"]
             loss.backward()
             window_loss += loss.detach()
+        mechanism.before_step(model)
         if tcfg["grad_clip"] > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
         else:
@@ -123,6 +124,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         opt.zero_grad(set_to_none=True)
         window_n += 1
         done = step + 1
+        mechanism.after_step(model, done, steps)
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
             # The only host sync: once per logging window, never per step. A window with a non-finite loss,
             # gradient or weight stops the run before anything is logged or saved from it.

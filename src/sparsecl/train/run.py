@@ -18,6 +18,7 @@ import torch
 from sparsecl.data.tokens import TokenData
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
+from sparsecl.mechanisms.cost import arm_metrics
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.topology.store import load_masks
@@ -154,7 +155,7 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     start_ckpt = Path(pretrain_dir) / "model.pt"
     resume = _resume_dir(arm, _fingerprint(params["train"], params["phase"], order, settings, blob["sha256"],
                                            sha256_file(start_ckpt), [data.meta(d, "train")["sha256"] for d in order]))
-    mech = make_mechanism(mechanism, settings)
+    mech = make_mechanism(mechanism, settings, seed)
     # Continue from the last finished phase if an earlier run was killed.
     done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
     first = max(done, default=0) + 1
@@ -162,6 +163,8 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     if done:
         mech.load_state_dict(ck["mechanism_state"])
         print(f"[{arm}] resuming after finished phase {first - 1}", flush=True)
+    else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
+        mech.end_phase(0, order[0], model, data.array(order[0], "train"))
     data.require(order, model.cfg.block_size)
     log = StepLog(live_dir, resume / "steplog.jsonl")
     summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
@@ -185,5 +188,6 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
                         mechanism=mechanism, mechanism_state=mech.state_dict())
         (resume / "inphase.pt").unlink(missing_ok=True)
     log.close()
+    summary["metrics"] = arm_metrics(mech, model)
     _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
     return summary

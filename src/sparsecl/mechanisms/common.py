@@ -1,0 +1,79 @@
+"""Pieces several mechanisms share: a frozen teacher snapshot, fixed probe windows of a domain, and
+parameter entries held fixed through optimizer steps."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from sparsecl.data.batches import eval_windows
+from sparsecl.model import GPT, GPTConfig
+
+
+def snapshot(model: GPT) -> GPT:
+    """A frozen copy of `model` (a teacher): eval mode, no gradients."""
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def snapshot_state(teacher: GPT) -> dict:
+    return {"config": teacher.cfg.to_dict(), "model": teacher.state_dict()}
+
+
+def restore_snapshot(state: dict) -> GPT:
+    sd = state["model"]
+    masks = {k[: -len(".mask")]: v.bool() for k, v in sd.items() if k.endswith(".mask")}
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the training RNG
+        teacher = GPT(GPTConfig(**state["config"]), masks=masks)
+    teacher.load_state_dict(sd)
+    return snapshot(teacher.to(next(iter(sd.values())).device))
+
+
+def probe_windows(tokens: np.ndarray, n_tokens: int, model: GPT) -> torch.Tensor:
+    """Fixed windows (block_size + 1 tokens) evenly spread over a train split: the sample a mechanism
+    measures a finished domain on (Fisher, activation frequencies, buffer candidates). No randomness."""
+    device = next(model.parameters()).device
+    return eval_windows(tokens, n_tokens, model.cfg.block_size).to(device)
+
+
+def batches(windows: torch.Tensor, size: int = 32):
+    for i in range(0, len(windows), size):
+        yield windows[i: i + size]
+
+
+class FrozenEntries:
+    """Entries of parameters held at fixed values: their gradients are zeroed before the optimizer step (so
+    clipping and the optimizer see only trainable entries) and their values restored after it (undoing
+    weight decay and the stale Adam moments of entries frozen mid-phase).
+
+    `trainable` maps parameter names to boolean tensors of the parameter's shape; entries where it is False
+    keep the values they have when this object is made.
+    """
+
+    def __init__(self, model: torch.nn.Module, trainable: dict[str, torch.Tensor]):
+        params = dict(model.named_parameters())
+        self.trainable = trainable
+        self.values = {n: params[n].detach()[~m].clone() for n, m in trainable.items()}
+
+    def zero_grads(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for n, m in self.trainable.items():
+            if params[n].grad is not None:
+                params[n].grad.mul_(m)
+
+    @torch.no_grad()
+    def restore(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for n, m in self.trainable.items():
+            params[n][~m] = self.values[n]
+
+    def state_dict(self) -> dict:
+        return {"trainable": self.trainable, "values": self.values}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "FrozenEntries":
+        obj = cls.__new__(cls)
+        obj.trainable, obj.values = state["trainable"], state["values"]
+        return obj

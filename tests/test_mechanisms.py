@@ -1,0 +1,270 @@
+"""Mechanisms: off switches reproduce `none` bit for bit, and each one does what its paper says."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sparsecl import params as params_mod
+from sparsecl.mechanisms import MECHANISMS, make
+from sparsecl.mechanisms.buffer import ReservoirBuffer
+from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
+from sparsecl.mechanisms.cost import forward_flops, param_count
+from sparsecl.model import GPT, GPTConfig
+from sparsecl.topology.store import make_masks
+from sparsecl.train.loop import train_phase
+
+VOCAB = 64
+CPU = torch.device("cpu")
+# Each mechanism's natural off switch.
+OFF = {"none": {}, "ewc": {"lambda": 0.0}, "er": {"weight": 0.0}, "derpp": {"alpha": 0.0, "beta": 0.0},
+       "ssd": {"alpha": 1.0}, "lord": {"alpha": 0.0, "beta": 0.0, "distill": 0.0, "start_fraction": 1.0},
+       "postprune": {"rho": 1.0}}
+
+
+def domains(n=3, length=3000):
+    """Token streams that differ in distribution, so a phase really changes the model."""
+    out = []
+    for d in range(n):
+        rng = np.random.default_rng(d)
+        base = rng.integers(0, VOCAB, 50)
+        out.append(base[rng.integers(0, 50, length)].astype(np.uint16))
+    return out
+
+
+DOMAINS = domains()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster, and far faster on a busy machine (no oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(toy_params, topology="random", **model):
+    toy_params["model"].update(model)
+    masks = make_masks(toy_params, topology, 0)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=VOCAB, **toy_params["model"]), masks=masks)
+
+
+def run(model, mech, toy_params, tmp_path, phases=2, tokens=1536):
+    """What the sequential stage does: end_phase(0) on the pretrained model, then begin/train/end per phase."""
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    for k in range(1, phases + 1):
+        mech.begin_phase(k, f"d{k}", model)
+        train_phase(model, DOMAINS[k], tokens, toy_params["train"], seed=0, phase=k, mechanism=mech, device=CPU,
+                    resume_file=tmp_path / f"{type(mech).__name__}{k}.pt", label="t")
+        mech.end_phase(k, f"d{k}", model, DOMAINS[k])
+    return model
+
+
+def test_every_mechanism_has_valid_toy_settings(toy_params):
+    toy_params["mechanisms"] = sorted(MECHANISMS)
+    params_mod.validate(toy_params)
+    assert set(OFF) == set(MECHANISMS)
+
+
+@pytest.mark.parametrize("name", sorted(set(MECHANISMS) - {"none"}))
+def test_off_switch_reproduces_none_bit_for_bit(toy_params, tmp_path, name):
+    reference = run(tiny(toy_params), make("none", {}), toy_params, tmp_path).state_dict()
+    settings = {**toy_params["mechanism"][name], **OFF[name]}
+    model = run(tiny(toy_params), make(name, settings), toy_params, tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reference[key]), f"{name}: {key} differs from none"
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_masked_weights_stay_zero_and_costs_are_counted(toy_params, tmp_path, name):
+    mech = make(name, toy_params["mechanism"][name])
+    model = run(tiny(toy_params), mech, toy_params, tmp_path)
+    for layer in model.masked_layers().values():
+        assert torch.count_nonzero(layer.weight[~layer.mask.bool()]) == 0
+    plain = 2 * 3 * forward_flops(model) * 1536  # two phases of forward + backward
+    assert mech.flops > 0.5 * plain
+    assert mech.extra_memory_bytes() >= 0 and all(math.isfinite(v) for v in flat(mech.metrics()))
+
+
+def flat(d):
+    for v in d.values():
+        yield from (flat(v) if isinstance(v, dict) else [v])
+
+
+def test_state_dict_round_trip_resumes_identically(toy_params, tmp_path):
+    """A mechanism restored from its state (as after a kill) continues exactly like the original."""
+    settings = toy_params["mechanism"]["lord"]
+    a, b = make("lord", settings), make("lord", settings)
+    model = tiny(toy_params)
+    a.end_phase(0, "d0", model, DOMAINS[0])
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        m.begin_phase(1, "d1", model)
+    x = torch.from_numpy(DOMAINS[1][:33].astype(np.int64))[None]
+    assert torch.equal(a.loss(model, x[:, :-1], x[:, 1:]), b.loss(model, x[:, :-1], x[:, 1:]))
+
+
+# --- EWC ---------------------------------------------------------------------------------------------
+
+def test_ewc_penalty_zero_at_anchor_positive_elsewhere_and_fisher_zero_on_masks(toy_params):
+    model = tiny(toy_params)
+    mech = make("ewc", toy_params["mechanism"]["ewc"])
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    mech.begin_phase(1, "d1", model)
+    assert mech.penalty().item() == 0.0
+    for name, layer in model.masked_layers().items():
+        fisher = mech.fisher[f"{name}.weight"]
+        assert torch.count_nonzero(fisher[~layer.mask.bool()]) == 0
+        assert torch.count_nonzero(fisher[layer.mask.bool()]) > 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    assert mech.penalty().item() > 0
+
+
+# --- replay --------------------------------------------------------------------------------------------
+
+def test_reservoir_keeps_a_uniform_sample():
+    """1000 sequences offered in 10 batches to a 50-slot buffer, 400 times: every tenth of the stream
+    should hold 5 slots on average (chi-square test, fixed seed)."""
+    rng = torch.Generator().manual_seed(0)
+    counts = np.zeros(10)
+    for _ in range(400):
+        buf = ReservoirBuffer(50)
+        for batch in torch.arange(1000).view(10, 100, 1):
+            buf.offer(batch.expand(100, 2), rng)
+        counts += np.bincount(buf.windows[:, 0].numpy() // 100, minlength=10)
+    assert counts.sum() == 400 * 50 and buf.seen == 1000
+    assert stats.chisquare(counts).pvalue > 0.001
+
+
+def test_derpp_stores_logits_at_insertion_time(toy_params, tmp_path):
+    model = tiny(toy_params)
+    mech = make("derpp", toy_params["mechanism"]["derpp"])
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    at_insertion = snapshot(model)
+    stored = mech.buffer.windows[: len(mech.buffer)].long()
+    values, indices = mech.buffer.values[: len(mech.buffer)].clone(), mech.buffer.indices[: len(mech.buffer)]
+    mech.begin_phase(1, "d1", model)
+    train_phase(model, DOMAINS[1], 1536, toy_params["train"], seed=0, phase=1, mechanism=mech, device=CPU,
+                resume_file=tmp_path / "r.pt", label="t")
+    with torch.no_grad():
+        then = at_insertion(stored[:, :-1])[0].topk(indices.shape[-1], dim=-1)
+        now = model.eval()(stored[:, :-1])[0].gather(-1, indices.long())
+    assert torch.equal(mech.buffer.values[: len(mech.buffer)], values)
+    assert torch.equal(then.indices.int(), indices) and torch.allclose(then.values, values)
+    assert not torch.allclose(now, values, atol=1e-3)
+
+
+# --- SSD -------------------------------------------------------------------------------------------------
+
+def test_ssd_frequencies_selection_and_loss_with_student_equal_to_teacher(toy_params):
+    settings = toy_params["mechanism"]["ssd"]
+    model = tiny(toy_params, mlp_activation="topk", topk_k=settings["k"])
+    mech = make("ssd", settings)
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    # Counted on the previous domain with the teacher: the k-WTA winners of the teacher's forward pass.
+    windows = probe_windows(DOMAINS[0], settings["freq_tokens"], model)
+    acts = []
+    with torch.no_grad():
+        mech.teacher(windows[:, :-1], acts=acts)
+    fired = torch.stack([(a != 0).float().mean((0, 1)) for a in acts])
+    assert torch.allclose(mech.freqs[0], fired)
+    assert torch.allclose(mech.freqs[0].sum(1), torch.full((len(acts),), float(settings["k"])))
+    assert mech.selected[0].shape == (toy_params["model"]["n_layer"], round(settings["n_ratio"] * settings["k"]))
+    assert torch.equal(mech.selected[0], mech.freqs[0].topk(settings["k"], dim=1).indices.sort(dim=1).values)
+    # Student == teacher (the start of a phase): both KL terms vanish and the loss is alpha * CE.
+    mech.begin_phase(1, "d1", model)
+    x = torch.from_numpy(DOMAINS[1][:66].astype(np.int64)).view(2, -1)
+    ce = model(x[:, :-1], x[:, 1:])[1]
+    assert torch.allclose(mech.loss(model, x[:, :-1], x[:, 1:]), settings["alpha"] * ce)
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.5 * torch.randn_like(model.lm_head.weight))
+    assert mech.loss(model, x[:, :-1], x[:, 1:]) > settings["alpha"] * model(x[:, :-1], x[:, 1:])[1]
+
+
+def test_ssd_reports_coverage_and_jaccard(toy_params, tmp_path):
+    mech = make("ssd", toy_params["mechanism"]["ssd"])
+    run(tiny(toy_params), mech, toy_params, tmp_path)
+    m = mech.metrics()
+    assert 0 < m["coverage"] <= 1 and set(m["coverage_per_phase"]) == {"phase0_d0", "phase1_d1", "phase2_d2"}
+    assert set(m["jaccard"]) == {"phase0_d0-phase1_d1", "phase0_d0-phase2_d2", "phase1_d1-phase2_d2"}
+    assert all(0 <= v <= 1 for v in m["jaccard"].values())
+
+
+def test_teacher_snapshot_round_trip(toy_params):
+    model = tiny(toy_params)
+    teacher = restore_snapshot(snapshot_state(snapshot(model)))
+    x = torch.randint(0, VOCAB, (2, 16))
+    assert torch.equal(teacher(x)[0], model.eval()(x)[0]) and not any(p.requires_grad for p in teacher.parameters())
+
+
+# --- LoRD ------------------------------------------------------------------------------------------------
+
+def test_lord_trainable_fraction_follows_its_schedule(toy_params, tmp_path):
+    settings = {**toy_params["mechanism"]["lord"], "start_fraction": 0.25, "full_at_phase": 3}
+    mech = make("lord", settings)
+    assert [mech.trainable_fraction(k) for k in (1, 2, 3, 4)] == pytest.approx([0.25, 0.625, 1.0, 1.0])
+    model = tiny(toy_params, "dense")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    run(model, mech, toy_params, tmp_path, phases=1)
+    units = model.transformer.h[0].mlp.c_fc.out_features
+    changed = (model.transformer.h[0].mlp.c_fc.weight != before["transformer.h.0.mlp.c_fc.weight"]).any(1)
+    assert changed.tolist() == [i < units // 4 for i in range(units)]  # exactly the first quarter trained
+    fc_proj = model.transformer.h[1].attn.c_proj.weight != before["transformer.h.1.attn.c_proj.weight"]
+    assert fc_proj.any(0).view(toy_params["model"]["n_head"], -1).any(1).tolist() == [True, False]
+    assert mech.metrics()["trainable_fraction"] == {"phase1_d1": 0.25}
+
+
+def test_lord_pruned_teacher_and_insertion_probability(toy_params):
+    settings = toy_params["mechanism"]["lord"]
+    model = tiny(toy_params)
+    mech = make("lord", settings)
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    kept = param_count(mech.teacher, mech.units, mech.heads)
+    assert kept / param_count(model) == pytest.approx(mech.occupancy) and mech.occupancy < 0.95
+    assert mech.insert_probability() == pytest.approx(math.exp(-0.75 * mech.occupancy))
+    # The buffer admits that share of the candidates (binomial test).
+    offered = 2000
+    mech.buffer = ReservoirBuffer(10_000)
+    mech.settings = {**settings, "buffer_size": offered // model.cfg.block_size}
+    long_domain = np.tile(DOMAINS[0], 30)
+    windows = probe_windows(long_domain, offered * model.cfg.block_size, model)
+    admit = torch.rand(len(windows), generator=mech.rng) < mech.insert_probability()
+    assert stats.binomtest(int(admit.sum()), len(windows), mech.insert_probability()).pvalue > 0.001
+
+
+# --- postprune -----------------------------------------------------------------------------------------
+
+def test_postprune_has_exactly_the_target_density_after_each_phase(toy_params, tmp_path):
+    rho = toy_params["mechanism"]["postprune"]["rho"]
+    model = tiny(toy_params, "dense")
+    mech = make("postprune", toy_params["mechanism"]["postprune"])
+    mech.end_phase(0, "d0", model, DOMAINS[0])
+    for k in (1, 2):
+        mech.begin_phase(k, f"d{k}", model)
+        train_phase(model, DOMAINS[k], 1536, toy_params["train"], seed=0, phase=k, mechanism=mech, device=CPU,
+                    resume_file=tmp_path / f"r{k}.pt", label="t")
+        for layer in model.masked_layers().values():
+            n_out, n_in = layer.block_shape
+            nnz = (layer.weight != 0).view(layer.blocks, -1).sum(1)
+            assert nnz.tolist() == [round(rho * n_out * n_in)] * layer.blocks
+        assert mech.metrics()["sparsified_density"] == pytest.approx(rho, abs=0.01)
+    assert forward_flops(model) < 0.6 * forward_flops(tiny(toy_params, "dense"))
+
+
+def test_softened_kl_matches_autograd():
+    from sparsecl.mechanisms.ssd import softened_kl
+    student = torch.randn(2, 3, 50, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 3, 50, dtype=torch.float64)
+    T = 4.0
+    reference = torch.nn.functional.kl_div(torch.log_softmax(student / T, -1).flatten(0, 1),
+                                           torch.log_softmax(teacher / T, -1).flatten(0, 1),
+                                           log_target=True, reduction="batchmean")
+    (expected,) = torch.autograd.grad(reference, student)
+    loss = softened_kl(teacher, student, T)
+    loss.backward()
+    assert torch.allclose(loss.double(), reference) and torch.allclose(student.grad, expected.float().double(), atol=1e-6)
