@@ -18,8 +18,9 @@ def main(params, args):
     pre, seq = Path(f"models/pretrain/{base}"), Path(f"models/sequential/{arm}")
     checkpoints = {"untrained": pre / "init.pt", f"phase0_{order[0]}": pre / "model.pt",
                    **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
+    domains = list(dict.fromkeys(order))  # every checkpoint on every distinct domain, once each
     masks = load_masks(f"data/masks/{base}.pt")
-    losses = loss_matrix(checkpoints, masks, TokenData("data/tokens"), order,
+    losses = loss_matrix(checkpoints, masks, TokenData("data/tokens"), domains,
                          resolve_device(params["device"]))
     # Seed 004's inference complexity of the final model: counts in the metrics (deterministic), the
     # measured CPU latency of its exported sparse form in a file of its own (wall-clock, differs every run).

@@ -86,7 +86,7 @@ SCHEMA: dict[str, Any] = {
     "device": _choice(["auto", "cpu", "cuda"]),
     "data": {
         "seed": INT_NONNEG,
-        "order": _list_of(_str),
+        "order": _list_of(_str, unique=False),  # a domain may come back (experiment 3 cycles them)
         "domains": "domains",  # checked by _check_domains
         "max_chars": INT_NONNEG,
         "val_fraction": _num(0, 0.5, lo_open=True),
@@ -125,6 +125,7 @@ SCHEMA: dict[str, Any] = {
     "pretrain": {"tokens": INT_POS},
     "phase": {"tokens": INT_POS},
     "mechanism": {name: mech.SCHEMA for name, mech in MECHANISMS.items()},
+    "analysis": {"crossover_persist": INT_POS},
 }
 
 # Sections whose sub-keys are optional (settings of arms that may not be in the run).
@@ -218,13 +219,13 @@ def _check_cross(p: dict, errors: list[str]) -> None:
     n_embd, n_head = model.get("n_embd"), model.get("n_head")
     if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head:
         errors.append(f"model.n_embd: {n_embd} is not divisible by model.n_head={n_head}")
-    topk_k = model.get("topk_k")
-    if isinstance(n_embd, int) and isinstance(topk_k, int) and topk_k > 4 * n_embd:
-        errors.append(f"model.topk_k: {topk_k} is more than the {4 * n_embd} MLP units per layer")
     eval_tokens, block = data.get("eval_tokens"), model.get("block_size")
     if isinstance(eval_tokens, int) and isinstance(block, int) and eval_tokens < block:
         errors.append(f"data.eval_tokens: {eval_tokens} is less than model.block_size={block}, allowed >= "
                       f"model.block_size (one full evaluation window)")
+    topk_k = model.get("topk_k")
+    if isinstance(n_embd, int) and isinstance(topk_k, int) and topk_k > 4 * n_embd:
+        errors.append(f"model.topk_k: {topk_k} is more than the {4 * n_embd} MLP units per layer")
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
         arms, settings = p.get(arms_key), mapping(p, section)

@@ -1,7 +1,11 @@
 """Continual-learning metrics on a loss matrix (SPEC section 8).
 
-`L[j, i]` is the mean NLL on domain i after phase j; phase 0 is pretraining on domain 0 and phase j
-trains domain j, so domain i is first trained at phase i. T = L.shape[0] - 1 is the last phase.
+`L[j, i]` is the mean NLL on domain i after phase j; phase 0 is pretraining. Columns are the distinct
+domains in the order they are first trained, and `first[i]` is the phase that first trains domain i
+(`trained(i)`). By default phase j trains domain j (`first = 0, 1, ..., T`); a data order that returns to
+a domain (the crossover experiment cycles them) gives `first` from `first_phases`. Forgetting, BWT and FWT
+are defined on first occurrences: a domain trained again later is measured from its first training.
+T = L.shape[0] - 1 is the last phase.
 All quantities are in nats; signs follow the usual accuracy conventions translated to loss:
 forgetting > 0 means the model forgot, BWT < 0 means the model forgot, FWT > 0 means earlier phases helped.
 """
@@ -12,62 +16,82 @@ import math
 import numpy as np
 
 
-def _check(L: np.ndarray) -> np.ndarray:
+def first_phases(order: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct domains of a data order (the loss matrix's columns) and the phase that first trains each."""
+    domains = list(dict.fromkeys(order))
+    return domains, np.array([order.index(d) for d in domains])
+
+
+def _check(L, first=None) -> tuple[np.ndarray, np.ndarray]:
     L = np.asarray(L, dtype=float)
-    if L.ndim != 2 or L.shape[1] < L.shape[0]:
-        raise ValueError(f"loss matrix must be (phases, domains) with domains >= phases, got {L.shape}")
-    return L
+    if first is None:
+        if L.ndim != 2 or L.shape[1] < L.shape[0]:
+            raise ValueError(f"loss matrix must be (phases, domains) with domains >= phases, got {L.shape} "
+                             f"(pass `first` when the data order repeats domains)")
+        first = np.arange(L.shape[0])
+    first = np.asarray(first, dtype=int)
+    if L.ndim != 2 or len(first) > L.shape[1] or first[0] != 0 or np.any(np.diff(first) <= 0):
+        raise ValueError(f"first phases {first.tolist()} do not fit a loss matrix of shape {L.shape}")
+    return L, first
 
 
-def forgetting_per_domain(L) -> np.ndarray:
-    """F_i = L[T, i] - min_{i <= j < T} L[j, i] for every domain i < T (Chaudhry et al., in loss)."""
-    L = _check(L)
+def _before_last(L, first) -> range:
+    """Domains first trained before the last phase: the ones forgetting and BWT are defined for."""
+    return range(int(np.sum(first < L.shape[0] - 1)))
+
+
+def forgetting_per_domain(L, first=None) -> np.ndarray:
+    """F_i = L[T, i] - min_{trained(i) <= j < T} L[j, i] for every domain first trained before T (Chaudhry et
+    al., in loss)."""
+    L, first = _check(L, first)
     T = L.shape[0] - 1
-    return np.array([L[T, i] - L[i:T, i].min() for i in range(T)])
+    return np.array([L[T, i] - L[first[i]:T, i].min() for i in _before_last(L, first)])
 
 
-def average_forgetting(L) -> float:
-    return float(forgetting_per_domain(L).mean())
+def average_forgetting(L, first=None) -> float:
+    return float(forgetting_per_domain(L, first).mean())
 
 
-def backward_transfer(L) -> float:
-    """BWT = mean over i < T of (L[i, i] - L[T, i]): negative when training later domains hurt earlier ones."""
-    L = _check(L)
+def backward_transfer(L, first=None) -> float:
+    """BWT = mean over domains first trained before T of (L[trained(i), i] - L[T, i]): negative when training
+    later domains hurt earlier ones."""
+    L, first = _check(L, first)
     T = L.shape[0] - 1
-    return float(np.mean([L[i, i] - L[T, i] for i in range(T)]))
+    return float(np.mean([L[first[i], i] - L[T, i] for i in _before_last(L, first)]))
 
 
-def forward_transfer(L, baseline) -> float:
-    """FWT = mean over 1 <= i <= T of (baseline_i - L[i-1, i]): how much the phases before domain i lowered
-    its loss below a baseline (the untrained model, or a model trained from scratch) before seeing it."""
-    L = _check(L)
-    T = L.shape[0] - 1
+def forward_transfer(L, baseline, first=None) -> float:
+    """FWT = mean over domains i first trained at a phase >= 1 of (baseline_i - L[trained(i) - 1, i]): how
+    much the phases before domain i lowered its loss below a baseline (the untrained model, or a model
+    trained from scratch) before seeing it."""
+    L, first = _check(L, first)
     b = np.asarray(baseline, dtype=float)
-    return float(np.mean([b[i] - L[i - 1, i] for i in range(1, T + 1)]))
+    return float(np.mean([b[i] - L[first[i] - 1, i] for i in range(1, len(first))]))
 
 
-def seen_mean_loss(L) -> np.ndarray:
-    """After phase j, the mean loss over the domains trained so far (0..j)."""
-    L = _check(L)
-    return np.array([L[j, : j + 1].mean() for j in range(L.shape[0])])
+def seen_mean_loss(L, first=None) -> np.ndarray:
+    """After phase j, the mean loss over the domains trained so far."""
+    L, first = _check(L, first)
+    return np.array([L[j, first <= j].mean() for j in range(L.shape[0])])
 
 
-def final_summary(L, untrained) -> dict[str, float]:
-    L = _check(L)
+def final_summary(L, untrained, first=None) -> dict[str, float]:
+    L, first = _check(L, first)
     T = L.shape[0] - 1
-    final = L[T, : T + 1]
+    final = L[T, : len(first)]
     return {"final_avg_loss": float(final.mean()),
             "final_ppl_geomean": float(math.exp(final.mean())),  # geometric mean of per-domain perplexities
-            "forgetting": average_forgetting(L),
-            "bwt": backward_transfer(L),
-            "fwt_vs_untrained": forward_transfer(L, untrained),
+            "forgetting": average_forgetting(L, first),
+            "bwt": backward_transfer(L, first),
+            "fwt_vs_untrained": forward_transfer(L, untrained, first),
             "core_final_loss": float(L[T, 0]),
-            "core_forgetting": float(forgetting_per_domain(L)[0]) if T > 0 else 0.0}
+            "core_forgetting": float(forgetting_per_domain(L, first)[0]) if T > 0 else 0.0}
 
 
 def crossover(sparse, dense, persist: int = 1) -> float | None:
     """First point where `sparse` drops below `dense` and stays below for the rest of the curve
-    (and for at least `persist` points), linearly interpolated between the two evaluations around it.
+    (and for at least `persist` evaluations, so a dip at the last one does not count), linearly interpolated
+    between the two evaluations around it.
 
     Returns the x position in units of curve index (0 when sparse is already below at the first point),
     or None when it never crosses for good.

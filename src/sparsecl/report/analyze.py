@@ -4,13 +4,17 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from markdown_it import MarkdownIt  # installed with DVC (rich): the HTML rendering costs no dependency
 
 from sparsecl.io import read_json, write_json, write_text
-from sparsecl.metrics.continual import crossover, final_summary, seen_mean_loss
-from sparsecl.report import mechanism_compare, plots, topology_compare
+from sparsecl.metrics.continual import crossover, final_summary, first_phases, seen_mean_loss
+from sparsecl.report import mechanism_compare, plots, statistics, topology_compare
+
+VERSIONS = ("torch", "numpy", "scipy", "tokenizers", "dvc")  # the packages the numbers depend on
 
 
 @dataclass
@@ -18,8 +22,9 @@ class Arm:
     topology: str
     mechanism: str
     seed: int
-    L: np.ndarray          # (phases, domains)
-    untrained: np.ndarray  # (domains,)
+    L: np.ndarray          # (phases, distinct domains)
+    untrained: np.ndarray  # (distinct domains,)
+    first: np.ndarray      # the phase that first trains each domain
 
     @property
     def name(self) -> str:
@@ -32,18 +37,33 @@ def arm_name(topology: str, mechanism: str, seed: int) -> str:
 
 def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
     order = params["data"]["order"]
+    domains, first = first_phases(order)
     arms = []
     for topology in params["topologies"]:
         for mechanism in params["mechanisms"]:
             for seed in params["seeds"]:
                 losses = read_json(Path(eval_dir) / f"{arm_name(topology, mechanism, seed)}.json")["loss"]
-                L = np.array([[losses[f"phase{j}_{order[j]}"][d] for d in order] for j in range(len(order))])
-                arms.append(Arm(topology, mechanism, seed, L, np.array([losses["untrained"][d] for d in order])))
+                L = np.array([[losses[f"phase{j}_{order[j]}"][d] for d in domains] for j in range(len(order))])
+                untrained = np.array([losses["untrained"][d] for d in domains])
+                arms.append(Arm(topology, mechanism, seed, L, untrained, first))
     return arms
 
 
-def crossovers(arms: list[Arm], params: dict) -> dict[str, dict]:
-    """Every sparse arm against the dense arm with the same mechanism and seed, on the phase and token axes."""
+def curves(a: Arm) -> dict[str, np.ndarray]:
+    """The two curves the crossover is read on, one value per phase."""
+    return {"seen_mean": seen_mean_loss(a.L, a.first), "core": a.L[:, 0]}
+
+
+def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
+    """6 N: N = the active parameters of the topology's model, the tied token embedding / LM head once (the
+    topology summary leaves that out, as it depends on the trained tokenizer)."""
+    counts = read_json(Path(metrics_dir) / "topology" / f"{topology}-s{seed}.json")["summary"]
+    return 6.0 * (counts["model_active_non_embedding"] + vocab_size * params["model"]["n_embd"])
+
+
+def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, int], float]) -> dict[str, dict]:
+    """Every sparse arm against the dense arm with the same mechanism and seed. The crossing point is found on
+    the phase axis and given on the token axis and as the training FLOPs each arm had spent by then."""
     by_key = {(a.topology, a.mechanism, a.seed): a for a in arms}
     pre, per = params["pretrain"]["tokens"], params["phase"]["tokens"]
     out = {}
@@ -52,12 +72,15 @@ def crossovers(arms: list[Arm], params: dict) -> dict[str, dict]:
         if a.topology == "dense" or dense is None:
             continue
         entry = {}
-        for curve, fn in (("seen_mean", seen_mean_loss), ("core", lambda L: L[:, 0])):
-            x = crossover(fn(a.L), fn(dense.L))
+        for curve, values in curves(a).items():
+            x = crossover(values, curves(dense)[curve], persist=params["analysis"]["crossover_persist"])
             entry[f"{curve}_crossed"] = int(x is not None)
             if x is not None:  # absent (not a fake number) when it never crosses
+                tokens = pre + x * per
                 entry[f"{curve}_phase"] = x
-                entry[f"{curve}_tokens"] = pre + x * per
+                entry[f"{curve}_tokens"] = tokens
+                entry[f"{curve}_flops"] = tokens * flops_per_token[a.topology, a.seed]
+                entry[f"{curve}_dense_flops"] = tokens * flops_per_token["dense", a.seed]
         out[f"{a.name}_vs_dense"] = entry
     return out
 
@@ -70,26 +93,35 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, report_path: str) -> dict:
+def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, report_path: str,
+            tokens_dir: str = "data/tokens") -> dict:
     order = params["data"]["order"]
     arms = load_arms(params, eval_dir)
-    summary = {a.name: final_summary(a.L, a.untrained) for a in arms}
-    cross = crossovers(arms, params)
+    manifest = read_json(Path(tokens_dir) / "manifest.json")
+    summary = {a.name: final_summary(a.L, a.untrained, a.first) for a in arms}
+    flops = {(t, seed): train_flops_per_token(params, metrics_dir, t, seed, manifest["vocab_size"])
+             for t in params["topologies"] for seed in params["seeds"]}
+    cross = crossovers(arms, params, flops)
+    seed_stats = statistics.compute(arms, summary)
     write_json(Path(metrics_dir) / "summary.json", summary)
     write_json(Path(metrics_dir) / "crossover.json", cross)
+    write_json(Path(metrics_dir) / "stats.json", seed_stats)
 
     plots_dir = Path(plots_dir)
     # DVC-native plot data: one row per phase, one column per arm.
-    for name, fn in (("seen_mean_loss", seen_mean_loss), ("core_loss", lambda L: L[:, 0])):
-        rows = [{"phase": j, **{a.name: round(float(fn(a.L)[j]), 6) for a in arms}} for j in range(len(order))]
-        write_text(plots_dir / "data" / f"{name}.csv", _csv(rows))
+    for name in ("seen_mean", "core"):
+        rows = [{"phase": j, **{a.name: round(float(curves(a)[name][j]), 6) for a in arms}} for j in range(len(order))]
+        write_text(plots_dir / "data" / f"{name}_loss.csv", _csv(rows))
     plots.domain_curves(arms, order, plots_dir / "domain_loss.png")
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
     mechanism_section = mechanism_compare.section(arms, summary, metrics_dir, plots_dir)
-    write_text(report_path, "\n".join([render_report(params, arms, summary, cross), *topology_section,
-                                       mechanism_section]))
+    report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops), *topology_section,
+                        mechanism_section, *render_matrices(arms, order)])
+    write_text(report_path, report)
+    # HTML next to it, for a reader without a Markdown viewer.
+    write_text(Path(report_path).with_suffix(".html"), render_html(report))
     for a in arms:
         s = summary[a.name]
         print(f"[analyze] {a.name}: final avg loss {s['final_avg_loss']:.3f} forgetting {s['forgetting']:.3f} "
@@ -97,18 +129,47 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     return summary
 
 
-def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict) -> str:
+def render_html(markdown: str) -> str:
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sparsecl report</title>"
+            "<style>body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head>\n<body>\n"
+            f"{body}</body></html>\n")
+
+
+def setup_table(params: dict, manifest: dict, flops: dict) -> list[str]:
+    """What was run: model, data sizes, densities, budgets, seeds, package versions."""
+    order, m = params["data"]["order"], params["model"]
+    domains, _ = first_phases(order)
+    active = ", ".join(f"{t} {f / 6e6:.2f}M" for (t, seed), f in flops.items() if seed == params["seeds"][0])
+    sizes = "; ".join(f"{d} {manifest['domains'][d]['train']['tokens']:,} train / "
+                      f"{manifest['domains'][d]['eval_tokens']:,} evaluated tokens" for d in domains)
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in VERSIONS)
+    rows = [("model", f"{m['n_layer']} layers, {m['n_embd']} wide, {m['n_head']} heads, context {m['block_size']}, "
+                      f"vocabulary {manifest['vocab_size']:,}; active parameters (seed {params['seeds'][0]}): {active}"),
+            ("data", sizes),
+            ("order", f"{' -> '.join(order)} ({len(order) - 1} domain switches)"),
+            ("arms", f"topologies {', '.join(params['topologies'])} at density {params['density']:g}; mechanisms "
+                     f"{', '.join(params['mechanisms'])}"),
+            ("budget", f"pretrain {params['pretrain']['tokens']:,} tokens, then {params['phase']['tokens']:,} per "
+                       f"phase; training FLOPs counted as 6 x active parameters per token"),
+            ("seeds", f"{', '.join(map(str, params['seeds']))} ({len(params['seeds'])})"),
+            ("crossover", f"must stay below dense for at least {params['analysis']['crossover_persist']} evaluations"),
+            ("versions", versions)]
+    return ["| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict, seed_stats: dict, manifest: dict,
+                  flops: dict) -> str:
     order = params["data"]["order"]
-    m = params["model"]
-    lines = ["# sparsecl report", "",
-             f"Model: {m['n_layer']} layers, {m['n_embd']} wide, {m['n_head']} heads, context {m['block_size']}; "
-             f"density {params['density']}; pretrain {params['pretrain']['tokens']:,} tokens on {order[0]}, "
-             f"then {params['phase']['tokens']:,} tokens per phase on {', '.join(order[1:])}; "
-             f"seeds {params['seeds']}.", "",
+    density = params["density"]
+    lines = ["# sparsecl report", "", *setup_table(params, manifest, flops), "",
              "Losses are mean next-token NLL in nats on fixed validation windows. Forgetting > 0 and BWT < 0 mean "
-             "the model forgot.", "",
+             "the model forgot. A domain trained more than once is measured from its first training.", "",
+             *statistics.verdicts(seed_stats, cross, arms, density),
              "## Summary", "",
-             "| arm | final avg loss | geo-mean ppl | forgetting | BWT | FWT vs untrained | code: after pretrain -> final |",
+             "| arm | final avg loss | geo-mean ppl | forgetting | BWT | FWT vs untrained | "
+             f"{order[0]}: after pretrain -> final |",
              "|---|---|---|---|---|---|---|"]
     for a in arms:
         s = summary[a.name]
@@ -119,16 +180,22 @@ def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict) -> 
         lines.append("No sparse arm with a dense counterpart in this run.")
     for key, c in cross.items():
         for curve, label in (("seen_mean", "mean seen-domain loss"), ("core", f"{order[0]} loss")):
-            where = (f"phase {c[f'{curve}_phase']:.2f} ({c[f'{curve}_tokens']:,.0f} tokens)"
+            where = (f"phase {c[f'{curve}_phase']:.2f} ({c[f'{curve}_tokens']:,.0f} tokens; training FLOPs "
+                     f"{c[f'{curve}_flops']:.3g}, dense {c[f'{curve}_dense_flops']:.3g})"
                      if c[f"{curve}_crossed"] else "none (never crosses for good)")
             lines.append(f"- {key}, {label}: {where}")
-    lines += ["", "## Loss matrices", ""]
+    return "\n".join([*lines, "", *statistics.section(seed_stats, density)])
+
+
+def render_matrices(arms: list[Arm], order: list[str]) -> list[str]:
+    domains, _ = first_phases(order)
+    lines = ["## Loss matrices", ""]
     for a in arms:
-        lines += [f"### {a.name}", "", "| after | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|",
+        lines += [f"### {a.name}", "", "| after | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|",
                   "| untrained | " + " | ".join(f"{v:.3f}" for v in a.untrained) + " |"]
         lines += [f"| phase {j} ({order[j]}) | " + " | ".join(f"{v:.3f}" for v in a.L[j]) + " |"
                   for j in range(len(order))]
         lines.append("")
     lines += ["## Plots", "", "![per-domain loss](plots/domain_loss.png)", "",
               "![dense vs sparse](plots/dense_vs_sparse.png)", "", "![loss matrices](plots/loss_matrix.png)", ""]
-    return "\n".join(lines)
+    return lines

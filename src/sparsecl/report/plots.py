@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparsecl.io import atomic_path  # noqa: E402
-from sparsecl.metrics.continual import seen_mean_loss  # noqa: E402
+from sparsecl.metrics.continual import first_phases, seen_mean_loss  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -18,22 +18,37 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _phase_ticks(ax, order: list[str]) -> None:
+    """One tick per phase, labelled with its domain; thinned when a long (cycled) order would crowd them."""
+    step = max(1, len(order) // 12)
+    ax.set_xticks(range(0, len(order), step), [f"{j}:{order[j][:4]}" for j in range(0, len(order), step)],
+                  fontsize=7, rotation=45 * (step > 1))
+    ax.set_xlabel("after phase")
+
+
+def _shade_training(ax, order: list[str], domain: str) -> None:
+    for j, d in enumerate(order):
+        if d == domain:
+            ax.axvspan(j - 0.5, j + 0.5, color="0.9")
+
+
 def domain_curves(arms, order: list[str], path: Path) -> None:
-    """One panel per domain: its loss after every phase, one line per arm; the phase that trains it is shaded."""
-    fig, axes = plt.subplots(1, len(order), figsize=(3.2 * len(order), 3), sharey=False, squeeze=False)
-    for i, (ax, domain) in enumerate(zip(axes[0], order)):
+    """One panel per domain: its loss after every phase, one line per arm; the phases that train it are shaded."""
+    domains, _ = first_phases(order)
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 3), sharey=False, squeeze=False)
+    for i, (ax, domain) in enumerate(zip(axes[0], domains)):
         for a in arms:
             ax.plot(range(len(order)), a.L[:, i], marker="o", ms=3, label=a.name)
-        ax.axvspan(i - 0.5, i + 0.5, color="0.9")
+        _shade_training(ax, order, domain)
         ax.set_title(domain)
-        ax.set_xticks(range(len(order)), [d[:4] for d in order], fontsize=7)
-        ax.set_xlabel("after phase")
+        _phase_ticks(ax, order)
     axes[0][0].set_ylabel("val loss (nats)")
     axes[0][-1].legend(fontsize=7)
     _save(fig, path)
 
 
 def loss_heatmaps(arms, order: list[str], path: Path) -> None:
+    domains, _ = first_phases(order)
     fig, axes = plt.subplots(1, len(arms), figsize=(3.6 * len(arms), 3.2), squeeze=False)
     lo = min(a.L.min() for a in arms)
     hi = max(a.L.max() for a in arms)
@@ -43,7 +58,7 @@ def loss_heatmaps(arms, order: list[str], path: Path) -> None:
             for i in range(a.L.shape[1]):
                 ax.text(i, j, f"{a.L[j, i]:.2f}", ha="center", va="center", fontsize=6, color="w")
         ax.set_title(a.name, fontsize=9)
-        ax.set_xticks(range(len(order)), [d[:4] for d in order], fontsize=7)
+        ax.set_xticks(range(len(domains)), [d[:4] for d in domains], fontsize=7)
         ax.set_yticks(range(len(order)), [f"{j}:{d[:4]}" for j, d in enumerate(order)], fontsize=7)
         ax.set_xlabel("evaluated on")
         ax.set_ylabel("after phase")
@@ -52,19 +67,21 @@ def loss_heatmaps(arms, order: list[str], path: Path) -> None:
 
 
 def dense_vs_sparse(arms, order: list[str], cross: dict, path: Path) -> None:
-    """Mean seen-domain loss and core-domain loss per phase; crossover points marked where they exist."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, (curve, title, fn) in zip(axes, (("seen_mean", "mean loss over seen domains", seen_mean_loss),
-                                             ("core", f"core domain ({order[0]})", lambda L: L[:, 0]))):
+    """Mean seen-domain loss and core-domain loss over all phases (experiment 3's plot when the order cycles);
+    each arm's crossover with dense marked by a dotted line of its colour; phases that train the core domain shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.4 * len(order)), 3.5))
+    _shade_training(axes[1], order, order[0])
+    for ax, (curve, title, fn) in zip(axes, (("seen_mean", "mean loss over seen domains",
+                                              lambda a: seen_mean_loss(a.L, a.first)),
+                                             ("core", f"core domain ({order[0]})", lambda a: a.L[:, 0]))):
         for a in arms:
-            ax.plot(range(len(order)), fn(a.L), marker="o", ms=3, label=a.name,
-                    ls="--" if a.topology == "dense" else "-")
+            line, = ax.plot(range(len(order)), fn(a), marker="o", ms=3, label=a.name,
+                            ls="--" if a.topology == "dense" else "-")
             c = cross.get(f"{a.name}_vs_dense", {})
             if c.get(f"{curve}_crossed"):
-                ax.axvline(c[f"{curve}_phase"], color="k", lw=0.8, ls=":")
+                ax.axvline(c[f"{curve}_phase"], color=line.get_color(), lw=1, ls=":")
         ax.set_title(title)
-        ax.set_xticks(range(len(order)), [f"{j}:{d[:4]}" for j, d in enumerate(order)], fontsize=7)
-        ax.set_xlabel("after phase")
+        _phase_ticks(ax, order)
         ax.set_ylabel("val loss (nats)")
     axes[1].legend(fontsize=7)
     _save(fig, path)
