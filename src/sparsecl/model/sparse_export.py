@@ -131,7 +131,7 @@ def time_calls(calls: dict[str, callable], repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def latency(model: GPT, sparse: GPT, batch: int = 1, repeats: int = 20, seed: int = 0) -> dict:
+def latency(model: GPT, sparse: GPT, batch: int = 1, repeats: int = 10, seed: int = 0) -> dict:
     """Measured CPU seconds per next-token call (a full context) of the masked and exported forms."""
     idx = torch.randint(0, model.cfg.vocab_size, (batch, model.cfg.block_size),
                         generator=torch.Generator().manual_seed(seed))
