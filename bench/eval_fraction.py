@@ -13,13 +13,11 @@ checkpoint loading are not counted in either. Prints figures only; it asserts no
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-import yaml
+from common import bench_params, bench_parser
+from train_throughput import time_training
 
 from sparsecl.metrics.evaluate import mean_nll
 from sparsecl.model import GPT, GPTConfig
@@ -27,22 +25,12 @@ from sparsecl.model.sparse_export import export_sparse, latency
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import steps_for
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import time_training  # noqa: E402
-
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = bench_parser(__doc__)
     ap.add_argument("--steps", type=int, default=20, help="training steps timed")
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 32-wide model and small budgets (smoke test)")
     args = ap.parse_args()
-    params = yaml.safe_load(open(args.params))
-    if args.tiny:
-        params["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=32)
-        params["train"]["batch_size"] = 4
-        params["data"]["eval_tokens"] = 256
+    params = bench_params(args)
     tcfg, order = params["train"], params["data"]["order"]
     cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
     device = torch.device("cpu")

@@ -11,10 +11,8 @@ stops paying. Prints figures only; it asserts nothing about time.
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
-import yaml
+from common import bench_params, bench_parser
 
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, next_token_logits, time_calls
@@ -22,20 +20,15 @@ from sparsecl.topology.store import make_masks
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = bench_parser(__doc__)
     ap.add_argument("--densities", default="0.01,0.05,0.1,0.3")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--width", type=int, help="n_embd (heads: width / 64)")
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 32-wide model (smoke test)")
     args = ap.parse_args()
-    params = yaml.safe_load(open(args.params))
+    params = bench_params(args)
     if args.width:
         params["model"].update(n_embd=args.width, n_head=max(1, args.width // 64))
-    if args.tiny:
-        params["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=32)
     cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, "
           f"vocab {args.vocab}; median of {args.repeats} round-robin calls")

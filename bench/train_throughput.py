@@ -8,11 +8,10 @@ Prints figures only; it asserts nothing about time.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-import yaml
+from common import bench_params, bench_parser
 
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
@@ -51,16 +50,10 @@ def matmul_rate(n: int, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = bench_parser(__doc__)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 32-wide model (smoke test)")
     args = ap.parse_args()
-    params = yaml.safe_load(open(args.params))
-    if args.tiny:
-        params["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=32)
-        params["train"]["batch_size"] = 4
+    params = bench_params(args)
     device = torch.device("cpu")
     cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
     tokens_per_step = params["train"]["batch_size"] * cfg.block_size
