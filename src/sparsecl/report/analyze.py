@@ -85,7 +85,7 @@ def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, i
     return out
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -111,7 +111,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     # DVC-native plot data: one row per phase, one column per arm.
     for name in ("seen_mean", "core"):
         rows = [{"phase": j, **{a.name: round(float(curves(a)[name][j]), 6) for a in arms}} for j in range(len(order))]
-        write_text(plots_dir / "data" / f"{name}_loss.csv", _csv(rows))
+        write_text(plots_dir / "data" / f"{name}_loss.csv", csv_text(rows))
     plots.domain_curves(arms, order, plots_dir / "domain_loss.png")
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparsecl.io import read_json  # noqa: E402
-from sparsecl.report.plots import _save  # noqa: E402
+from sparsecl.report.plots import save_figure  # noqa: E402
 
 MARKERS = "o^sDvP*X"
 
@@ -45,7 +45,7 @@ def plot(arms, summary: dict, costs: dict, path: Path) -> None:
     for t in topologies:
         axes[1].scatter([], [], color="0.4", marker=MARKERS[topologies.index(t) % len(MARKERS)], label=t)
     axes[1].legend(fontsize=7, title="topology", title_fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def section(arms, summary: dict, metrics_dir: str | Path, plots_dir: str | Path) -> str:

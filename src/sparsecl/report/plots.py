@@ -12,7 +12,7 @@ from sparsecl.io import atomic_path  # noqa: E402
 from sparsecl.metrics.continual import first_phases, seen_mean_loss  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -44,7 +44,7 @@ def domain_curves(arms, order: list[str], path: Path) -> None:
         _phase_ticks(ax, order)
     axes[0][0].set_ylabel("val loss (nats)")
     axes[0][-1].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def loss_heatmaps(arms, order: list[str], path: Path) -> None:
@@ -63,7 +63,7 @@ def loss_heatmaps(arms, order: list[str], path: Path) -> None:
         ax.set_xlabel("evaluated on")
         ax.set_ylabel("after phase")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="loss (nats)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def dense_vs_sparse(arms, order: list[str], cross: dict, path: Path) -> None:
@@ -84,4 +84,4 @@ def dense_vs_sparse(arms, order: list[str], cross: dict, path: Path) -> None:
         _phase_ticks(ax, order)
         ax.set_ylabel("val loss (nats)")
     axes[1].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -25,7 +25,7 @@ import numpy as np
 
 from sparsecl.io import write_text
 from sparsecl.report import plots  # first: it selects the Agg backend
-from sparsecl.report.analyze import _csv
+from sparsecl.report.analyze import csv_text
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
 SUMMARY = "metrics/summary.json"
@@ -132,7 +132,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(f"{title} (nats)")
         ax.set_title(f"{title} vs density")
     axes[0].legend(fontsize=7)
-    plots._save(fig, path)
+    plots.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit("error: no finished experiment with metrics/summary.json in `dvc exp show`")
     out = Path(args.out)
-    write_text(out / "density_forgetting.csv", _csv(rows))
+    write_text(out / "density_forgetting.csv", csv_text(rows))
     text = markdown(rows)
     write_text(out / "density_forgetting.md", text)
     plot(rows, out / "density_forgetting.png")

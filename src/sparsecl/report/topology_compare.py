@@ -61,4 +61,4 @@ def plot(groups: dict, path: Path) -> None:
         ax.set_title(f"{label} per topology")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7, title="mechanism", title_fontsize=7)
-    plots._save(fig, path)
+    plots.save_figure(fig, path)
