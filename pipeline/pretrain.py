@@ -1,6 +1,7 @@
 """Stage `pretrain`: train one (topology, seed) arm on the first domain of data.order."""
 from sparsecl import stage
 from sparsecl.io import write_json
+from sparsecl.train import distributed
 from sparsecl.train.run import pretrain
 
 
@@ -9,8 +10,9 @@ def main(params, args):
     out = f"models/pretrain/{arm}"
     summary = pretrain(params, args.topology, args.seed, "data/tokens", f"data/masks/{arm}.pt", out,
                        f"dvclive/pretrain/{arm}")
-    write_json(f"{out}/train_summary.json", summary)
+    if distributed.is_main():
+        write_json(f"{out}/train_summary.json", summary)
 
 
 if __name__ == "__main__":
-    stage.run(main, "topology", "seed")
+    stage.run(main, "topology", "seed", data_parallel=True)

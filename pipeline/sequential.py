@@ -1,6 +1,7 @@
 """Stage `sequential`: one phase per later domain, from the pretrained arm, with one mechanism."""
 from sparsecl import stage
 from sparsecl.io import write_json
+from sparsecl.train import distributed
 from sparsecl.train.run import sequential
 
 
@@ -10,9 +11,10 @@ def main(params, args):
     out = f"models/sequential/{arm}"
     summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
                          f"models/pretrain/{base}", out, f"dvclive/sequential/{arm}")
-    write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))
-    write_json(f"{out}/train_summary.json", summary)
+    if distributed.is_main():
+        write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))
+        write_json(f"{out}/train_summary.json", summary)
 
 
 if __name__ == "__main__":
-    stage.run(main, "topology", "mechanism", "seed")
+    stage.run(main, "topology", "mechanism", "seed", data_parallel=True)

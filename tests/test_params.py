@@ -120,6 +120,10 @@ INVALID = {
     "wrong type": (with_value("model.n_layer", "four"), "model.n_layer: 'four' is not an integer", 1),
     "float for an integer": (with_value("train.batch_size", 8.5), "train.batch_size: 8.5 is not an integer", 1),
     "text for a bool": (with_value("train.compile", "no"), "train.compile: 'no' is not true/false", 1),
+    "batch that does not split over the processes": (
+        with_value("distributed.nproc_per_node", 3),
+        "train.batch_size: 8 does not split evenly over distributed.nproc_per_node=3 processes", 1),
+    "zero processes": (with_value("distributed.nproc_per_node", 0), "distributed.nproc_per_node: 0 is out of range", 1),
     "number YAML reads as text": (with_text("  lr: 0.003", "  lr: 3e-3"),
                                   "train.lr: '3e-3' is not a number (YAML read it as text", 1),
     "density above 1": (with_value("density", 1.5), "density: 1.5 is out of range, allowed > 0 and <= 1", 1),

@@ -122,6 +122,7 @@ SCHEMA: dict[str, Any] = {
         "ckpt_every": INT_POS,
         "compile": _bool,
     },
+    "distributed": {"nproc_per_node": INT_POS},
     "pretrain": {"tokens": INT_POS},
     "phase": {"tokens": INT_POS},
     "mechanism": {name: mech.SCHEMA for name, mech in MECHANISMS.items()},
@@ -226,6 +227,10 @@ def _check_cross(p: dict, errors: list[str]) -> None:
     topk_k = model.get("topk_k")
     if isinstance(n_embd, int) and isinstance(topk_k, int) and topk_k > 4 * n_embd:
         errors.append(f"model.topk_k: {topk_k} is more than the {4 * n_embd} MLP units per layer")
+    batch, nproc = mapping(p, "train").get("batch_size"), mapping(p, "distributed").get("nproc_per_node")
+    if isinstance(batch, int) and isinstance(nproc, int) and nproc > 0 and batch % nproc:
+        errors.append(f"train.batch_size: {batch} does not split evenly over distributed.nproc_per_node={nproc} "
+                      f"processes, allowed a multiple of {nproc}")
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
         arms, settings = p.get(arms_key), mapping(p, section)

@@ -8,21 +8,26 @@ from typing import Callable
 from sparsecl import params as params_mod
 from sparsecl.data.sources import EmptyDomainError
 from sparsecl.io import IntegrityError
+from sparsecl.train import distributed
 from sparsecl.train.loop import NonFiniteLossError
 
 
-def run(main: Callable[[dict, argparse.Namespace], None], *args: str) -> None:
-    """Parse `--<arg>` options, load and validate params.yaml, call main(params, args)."""
+def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_parallel: bool = False) -> None:
+    """Parse `--<arg>` options, load and validate params.yaml, call main(params, args). A `data_parallel`
+    stage runs under torchrun with distributed.nproc_per_node processes."""
     parser = argparse.ArgumentParser()
     for name in args:
         parser.add_argument(f"--{name}", required=True, type=int if name == "seed" else str)
     ns = parser.parse_args()
     try:
         p = params_mod.load("params.yaml")
+        if data_parallel:
+            distributed.launch_if_asked(p["distributed"]["nproc_per_node"])
+            distributed.init(p["device"])
         main(p, ns)
     except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (IntegrityError, NonFiniteLossError) as e:  # a corrupted input, or a run that diverged
+    except (IntegrityError, NonFiniteLossError, distributed.DistributedSetupError) as e:  # a corrupted input, or a run that diverged
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -84,12 +84,13 @@ class LowRedundancyDistillation(DarkExperienceReplay):
         self.teacher_flops_per_token = forward_flops(self.teacher, self.units, self.heads)
         self.subnet_train_flops_per_token = 3 * forward_flops(model, self.units, self.heads)
         self.batches = 0
+        self.student = model  # for its subnetwork switch: `loss` may receive it wrapped (DDP, torch.compile)
         self.history["trainable_fraction"][f"phase{phase}_{domain}"] = fraction
 
     def loss(self, model, x, y):
         s = self.settings
         loss = self.lm_loss(model, x, y)[1]
-        with model.subnetwork(self.units, self.heads):
+        with self.student.subnetwork(self.units, self.heads):
             student = model(x)[0]
         with torch.no_grad(), self.teacher.subnetwork(self.units, self.heads):
             teacher = self.teacher(x)[0]

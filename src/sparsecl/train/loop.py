@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sparsecl.data.batches import batch_rng, sample_batch
+from sparsecl.train import distributed
 from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
 from sparsecl.mechanisms import Mechanism
 
@@ -76,7 +77,8 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
 
     The batch at each step depends only on (seed, phase, step), and model, optimizer, mechanism and RNG
     state are checkpointed together, so a killed and resumed phase ends with the same weights as an
-    uninterrupted one (on CPU).
+    uninterrupted one (on CPU). Under torchrun each rank trains on its slice of every batch (DDP averages
+    the gradients) and only rank 0 logs and writes the in-phase checkpoint.
     """
     block = model.cfg.block_size
     steps = steps_for(n_tokens, tcfg, block)
@@ -85,7 +87,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
     state = torch_load(resume_file, map_location=device, weights_only=False) if resume_file.exists() else None
     if state is not None and state.get("phase") != phase:
         # Left by a run killed between saving its finished phase and removing this file.
-        print(f"[{label}] ignoring {resume_file}: it holds phase {state.get('phase')}, not {phase}", flush=True)
+        distributed.print_main(f"[{label}] ignoring {resume_file}: it holds phase {state.get('phase')}, not {phase}")
         state = None
     if state is not None:
         if tensors_sha256(state["model"]) != state.get("model_sha256"):
@@ -96,9 +98,11 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         mechanism.load_state_dict(state["mechanism"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
-        print(f"[{label}] resuming at step {start}/{steps} from {resume_file}", flush=True)
-    step_fn = torch.compile(model) if tcfg["compile"] and device.type == "cuda" else model
-    tokens_per_step = tcfg["batch_size"] * tcfg["grad_accum"] * block
+        distributed.print_main(f"[{label}] resuming at step {start}/{steps} from {resume_file}")
+    ddp = distributed.wrap(model)
+    step_fn = torch.compile(ddp) if tcfg["compile"] and device.type == "cuda" else ddp
+    accum = tcfg["grad_accum"]
+    tokens_per_step = tcfg["batch_size"] * accum * block
     model.train()
     t0, window_loss, window_n, last_loss = time.perf_counter(), torch.zeros((), device=device), 0, float("nan")
     t_log, window_grad, saved = t0, torch.zeros((), device=device), start
@@ -106,13 +110,14 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         lr = lr_at(step, steps, tcfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        for micro in range(tcfg["grad_accum"]):
-            x, y = sample_batch(tokens, tcfg["batch_size"], block,
-                                batch_rng(seed, phase, step * tcfg["grad_accum"] + micro))
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device):
-                loss = mechanism.loss(step_fn, x, y) / tcfg["grad_accum"]
-            loss.backward()
+        for micro in range(accum):
+            x, y = sample_batch(tokens, tcfg["batch_size"], block, batch_rng(seed, phase, step * accum + micro))
+            x, y = (distributed.shard(t).to(device, non_blocking=True) for t in (x, y))
+            # DDP averages gradients over the ranks on the last micro-batch's backward only.
+            with nullcontext() if micro == accum - 1 or ddp is model else ddp.no_sync():
+                with autocast(device):
+                    loss = mechanism.loss(step_fn, x, y) / accum
+                loss.backward()
             window_loss += loss.detach()
         mechanism.before_step(model)
         if tcfg["grad_clip"] > 0:
@@ -128,7 +133,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
             # The only host sync: once per logging window, never per step. A window with a non-finite loss,
             # gradient or weight stops the run before anything is logged or saved from it.
-            last_loss, grad = float(window_loss) / window_n, float(window_grad)
+            last_loss, grad = float(distributed.mean(window_loss)) / window_n, float(window_grad)
             if not (math.isfinite(last_loss) and math.isfinite(grad) and _all_finite(model)):
                 good = f"{resume_file} (step {saved})" if saved else "none in this phase, it restarts from its start"
                 raise NonFiniteLossError(
@@ -138,12 +143,12 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
                     f"the data")
             now = time.perf_counter()
             tok_s = window_n * tokens_per_step / max(now - t_log, 1e-9)
-            print(f"[{label}] step {done}/{steps} loss {last_loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s", flush=True)
-            if log:
+            distributed.print_main(f"[{label}] step {done}/{steps} loss {last_loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s")
+            if log and distributed.is_main():
                 log({"loss": last_loss, "lr": lr, "tokens_per_s": tok_s, "step": done})
             window_loss, window_grad = torch.zeros((), device=device), torch.zeros((), device=device)
             window_n, t_log = 0, now
-            if done % tcfg["ckpt_every"] == 0 and done < steps:
+            if done % tcfg["ckpt_every"] == 0 and done < steps and distributed.is_main():
                 weights = model.state_dict()
                 torch_save({"phase": phase, "step": done, "model": weights, "model_sha256": tensors_sha256(weights),
                             "optimizer": opt.state_dict(), "mechanism": mechanism.state_dict(),

@@ -3,6 +3,9 @@ one phase each with a mechanism. Work in progress lives in a resume folder outsi
 a killed stage picks up where it stopped when rerun; finished files are then published into the stage's
 outputs. The folder is stamped with everything the result depends on (settings, input hashes, this
 package's code), so work from other settings or other code is never resumed.
+
+Under torchrun (train/distributed.py) every rank trains; only rank 0 touches the resume folder and the
+outputs, and the others wait for it where they read what it wrote.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from sparsecl.mechanisms.cost import arm_metrics
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.topology.store import load_masks
+from sparsecl.train import distributed
 from sparsecl.train.loop import resolve_device, train_phase
 
 RESUME_ROOT = Path("runs/resume")
@@ -45,11 +49,22 @@ def _resume_dir(arm: str, fingerprint: str) -> Path:
     """A folder for this arm's unfinished work; stale work from other settings is discarded."""
     folder = RESUME_ROOT / arm
     stamp = folder / "fingerprint"
-    if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        print(f"[{arm}] discarding unfinished work from different settings in {folder}", flush=True)
-        shutil.rmtree(folder)
-    write_text(stamp, fingerprint)
+    if distributed.is_main():
+        if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+            print(f"[{arm}] discarding unfinished work from different settings in {folder}", flush=True)
+            shutil.rmtree(folder)
+        write_text(stamp, fingerprint)
+    distributed.barrier()
     return folder
+
+
+def _check_masks(model: GPT) -> None:
+    distributed.check_identical("masks", {n: m.mask for n, m in model.masked_layers().items() if m.mask is not None})
+
+
+def _step_log(live_dir: str, history: Path) -> StepLog | None:
+    """Rank 0's step log; the other ranks log nothing."""
+    return StepLog(live_dir, history) if distributed.is_main() else None
 
 
 def _publish(resume: Path, out_dir: Path, names: list[str]) -> None:
@@ -125,21 +140,25 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     domain = params["data"]["order"][0]
     data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
     arm = f"pretrain-{topology}-s{seed}"
-    resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["pretrain"], domain,
+    resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["distributed"],
+                                           params["pretrain"], domain,
                                            blob["sha256"], data.manifest["domains"][domain]["train"]["sha256"]))
     torch.manual_seed(seed)
     model = GPT(config_from_params(params, data.vocab_size), masks=blob["masks"]).to(device)
+    _check_masks(model)
     meta = dict(topology=topology, seed=seed)
-    if not (resume / "init.pt").exists():
+    main = distributed.is_main()
+    if main and not (resume / "init.pt").exists():
         save_checkpoint(resume / "init.pt", model, phase=-1, domain="untrained", **meta)
-    print(f"[{arm}] {model.param_counts()}", flush=True)
-    log = StepLog(live_dir, resume / "steplog.jsonl")
+    distributed.print_main(f"[{arm}] {model.param_counts()}")
+    log = _step_log(live_dir, resume / "steplog.jsonl")
     result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], params["train"],
                          seed=seed, phase=0, mechanism=make_mechanism("none", {}), device=device,
                          resume_file=resume / "inphase.pt", label=arm, log=log)
-    log.close()
-    save_checkpoint(resume / "model.pt", model, phase=0, domain=domain, **meta)
-    _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
+    if main:
+        log.close()
+        save_checkpoint(resume / "model.pt", model, phase=0, domain=domain, **meta)
+        _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
     return {"tokens": result.tokens, "steps": result.steps, "seconds": round(result.seconds, 2),
             "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_loss": result.final_loss,
             **model.param_counts()}
@@ -153,25 +172,28 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     order = params["data"]["order"]
     arm = f"{topology}-{mechanism}-s{seed}"
     start_ckpt = Path(pretrain_dir) / "model.pt"
-    resume = _resume_dir(arm, _fingerprint(params["train"], params["phase"], order, settings, blob["sha256"],
+    resume = _resume_dir(arm, _fingerprint(params["train"], params["distributed"], params["phase"], order, settings, blob["sha256"],
                                            sha256_file(start_ckpt), [data.meta(d, "train")["sha256"] for d in order]))
     mech = make_mechanism(mechanism, settings, seed)
     # Continue from the last finished phase if an earlier run was killed.
     done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
     first = max(done, default=0) + 1
     model, ck = load_checkpoint(resume / f"phase{first - 1}.pt" if done else start_ckpt, blob, device)
+    _check_masks(model)
+    main = distributed.is_main()
     if done:
         mech.load_state_dict(ck["mechanism_state"])
-        print(f"[{arm}] resuming after finished phase {first - 1}", flush=True)
+        distributed.print_main(f"[{arm}] resuming after finished phase {first - 1}")
     else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
         mech.end_phase(0, order[0], model, data.array(order[0], "train"))
     data.require(order, model.cfg.block_size)
-    log = StepLog(live_dir, resume / "steplog.jsonl")
+    log = _step_log(live_dir, resume / "steplog.jsonl")
     summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
     for k in range(first, len(order)):
         domain = order[k]
-        log.phase, log.prefix = k, f"phase{k}_{domain}/"
-        print(f"[{arm}] phase {k}/{len(order) - 1}: {domain}", flush=True)
+        if log:
+            log.phase, log.prefix = k, f"phase{k}_{domain}/"
+        distributed.print_main(f"[{arm}] phase {k}/{len(order) - 1}: {domain}")
         # Seeded per phase, so that a run resumed after a finished phase draws what an uninterrupted one does.
         torch.manual_seed(1000 * seed + k)
         mech.begin_phase(k, domain, model)
@@ -183,11 +205,14 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
         summary[f"phase{k}_{domain}"] = {"tokens": result.tokens, "steps": result.steps,
                                          "seconds": round(time.perf_counter() - t0, 2),
                                          "final_train_loss": result.final_loss}
-        write_json(resume / "summary.json", summary)  # before the checkpoint that marks the phase finished
-        save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
-                        mechanism=mechanism, mechanism_state=mech.state_dict())
-        (resume / "inphase.pt").unlink(missing_ok=True)
-    log.close()
+        if main:
+            write_json(resume / "summary.json", summary)  # before the checkpoint that marks the phase finished
+            save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
+                            mechanism=mechanism, mechanism_state=mech.state_dict())
+            (resume / "inphase.pt").unlink(missing_ok=True)
+        distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
     summary["metrics"] = arm_metrics(mech, model)
-    _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
+    if main:
+        log.close()
+        _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
     return summary
