@@ -23,3 +23,15 @@ def test_eval_fraction_bench_smoke():
     out = subprocess.run([sys.executable, "bench/eval_fraction.py", "--tiny", "--steps", "1"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     assert "evaluation / (training + evaluation)" in out
+
+
+def test_lm_head_loss_bench_smoke():
+    out = subprocess.run([sys.executable, "bench/lm_head_loss.py", "--tiny", "--repeats", "1"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "one pass" in out and "of a training step" in out
+
+
+def test_profile_step_bench_smoke():
+    out = subprocess.run([sys.executable, "bench/profile_step.py", "--tiny", "--steps", "1", "--topology", "random"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "aten::mm" in out and "Self CPU" in out

@@ -78,6 +78,32 @@ def test_sparse_init_matches_dense_activation_scale(toy_params):
     assert out[1] == pytest.approx(out[0], rel=0.15)
 
 
+def test_chunked_lm_head_loss_equals_the_one_pass_loss_and_gradients(toy_params):
+    """On CPU GPT.forward runs the LM head and loss over chunks of tokens: with a 65,536-token vocabulary a
+    chunk is 16 tokens, so the 128 tokens here span 8 chunks."""
+    vocab = 2**16
+    model = GPT(GPTConfig(vocab_size=vocab, **toy_params["model"]))
+    idx = torch.randint(0, vocab, (4, 33))
+    x, y = idx[:, :-1], idx[:, 1:].reshape(-1)
+    logits, loss = model(x, idx[:, 1:])
+    loss.backward()
+    chunked = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    t = model.transformer
+    h = t.wte(x) + t.wpe(torch.arange(x.shape[1]))
+    for block in t.h:
+        h = block(h)
+    one_pass = model.lm_head(t.ln_f(h)).view(-1, vocab)
+    reference = torch.nn.functional.cross_entropy(one_pass, y)
+    reference.backward()
+    torch.testing.assert_close(logits.view(-1, vocab), one_pass.detach())
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    for a, p in zip(chunked, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-7)
+    without_logits = model(x, idx[:, 1:], return_logits=False)
+    assert without_logits[0] is None and torch.equal(without_logits[1], loss)
+
+
 def test_checkpoint_round_trip_keeps_masks_and_outputs(tmp_path, toy_params):
     model, masks = toy_model(toy_params)
     save_masks(tmp_path / "m.pt", masks, "random", 0)

@@ -47,12 +47,16 @@ class Mechanism:
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss to minimise on one batch of the current domain."""
-        return self.lm_loss(model, x, y)[1]
+        return self.next_token_loss(model, x, y)
 
     def lm_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs):
         """(logits, next-token loss) of a batch that will be backpropagated; counts its FLOPs."""
         self.flops += self.train_flops_per_token * x.numel()
         return model(x, y, **kwargs)
+
+    def next_token_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`lm_loss` without the logits (cheaper on CPU: see GPT.forward)."""
+        return self.lm_loss(model, x, y, return_logits=False)[1]
 
     def before_step(self, model: torch.nn.Module) -> None:
         """After the backward pass, before clipping and the optimizer step (e.g. zero frozen gradients)."""

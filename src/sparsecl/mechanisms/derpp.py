@@ -30,4 +30,4 @@ class DarkExperienceReplay(ExperienceReplay):
         matched = logits.float().gather(-1, self.buffer.indices[slots].long())
         loss = s["alpha"] * F.mse_loss(matched, stored)
         bx, by, _ = self.buffer.sample(s["replay_batch"], self.rng)
-        return loss + s["beta"] * self.lm_loss(model, bx, by)[1]
+        return loss + s["beta"] * self.next_token_loss(model, bx, by)

@@ -37,11 +37,11 @@ class ExperienceReplay(Mechanism):
             self.flops += forward_flops(model) * entered * model.cfg.block_size
 
     def loss(self, model, x, y):
-        return self.lm_loss(model, x, y)[1] + self.replay_loss(model)
+        return self.next_token_loss(model, x, y) + self.replay_loss(model)
 
     def replay_loss(self, model):
         bx, by, _ = self.buffer.sample(self.settings["replay_batch"], self.rng)
-        return self.settings["weight"] * self.lm_loss(model, bx, by)[1]
+        return self.settings["weight"] * self.next_token_loss(model, bx, by)
 
     def extra_memory_bytes(self) -> int:
         return self.buffer.nbytes()

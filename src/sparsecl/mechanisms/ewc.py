@@ -37,7 +37,7 @@ class OnlineEWC(Mechanism):
         return sum((f * (p - a) ** 2).sum() for p, f, a in self.terms)
 
     def loss(self, model, x, y):
-        return self.lm_loss(model, x, y)[1] + self.settings["lambda"] * self.penalty()
+        return self.next_token_loss(model, x, y) + self.settings["lambda"] * self.penalty()
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
         windows = probe_windows(train_tokens, self.settings["fisher_tokens"], model)
@@ -47,7 +47,7 @@ class OnlineEWC(Mechanism):
         was_training = model.training
         model.eval()
         for w in windows:
-            nll = model(w[None, :-1], w[None, 1:])[1] * block  # the sequence's summed NLL
+            nll = model(w[None, :-1], w[None, 1:], return_logits=False)[1] * block  # the sequence's summed NLL
             for n, g in zip(params, torch.autograd.grad(nll, list(params.values()))):
                 fisher[n] += g.square()
         model.train(was_training)

@@ -89,7 +89,7 @@ class LowRedundancyDistillation(DarkExperienceReplay):
 
     def loss(self, model, x, y):
         s = self.settings
-        loss = self.lm_loss(model, x, y)[1]
+        loss = self.next_token_loss(model, x, y)
         with self.student.subnetwork(self.units, self.heads):
             student = model(x)[0]
         with torch.no_grad(), self.teacher.subnetwork(self.units, self.heads):
