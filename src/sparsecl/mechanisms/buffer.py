@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 
+OFFER_BATCH = 32  # sequences per forward pass when storing logits
+
+
 class ReservoirBuffer:
     """Keeps a uniform sample of every sequence ever offered (reservoir sampling, Vitter's algorithm R):
     the i-th offered sequence (counting from 1) takes a random slot with probability size / i.
@@ -50,13 +53,15 @@ class ReservoirBuffer:
         if self.logit_topk:
             was_training = model.training
             model.eval()
-            top = model(rows[:, :-1])[0].float().topk(self.logit_topk, dim=-1)
+            # In batches: the logits of all entering sequences at once would take sequences x block x vocab
+            # floats (1 GB for the default LoRD arm, ~100 GB at the GPU presets' vocabulary and context).
+            values, indices = map(torch.cat, zip(*(model(r[:, :-1])[0].float().topk(self.logit_topk, dim=-1)
+                                                   for r in rows.split(OFFER_BATCH))))
             model.train(was_training)
             if self.values is None:
-                self.values = torch.zeros(self.size, *top.values.shape[1:], device=windows.device)
-                self.indices = torch.zeros(self.size, *top.indices.shape[1:], dtype=torch.int32,
-                                           device=windows.device)
-            self.values[slots], self.indices[slots] = top.values, top.indices.int()
+                self.values = torch.zeros(self.size, *values.shape[1:], device=windows.device)
+                self.indices = torch.zeros(self.size, *indices.shape[1:], dtype=torch.int32, device=windows.device)
+            self.values[slots], self.indices[slots] = values, indices.int()
         return len(final)
 
     def sample(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

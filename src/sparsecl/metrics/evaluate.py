@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sparsecl.data.batches import eval_windows
 from sparsecl.data.tokens import TokenData
@@ -20,8 +19,8 @@ def mean_nll(model, windows: torch.Tensor, device: torch.device, batch_size: int
     for i in range(0, len(windows), batch_size):
         w = windows[i: i + batch_size].to(device)
         with autocast(device):
-            logits, _ = model(w[:, :-1])
-        total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").double()
+            loss = model(w[:, :-1], w[:, 1:], return_logits=False)[1]  # the chunked head: see GPT.forward
+        total += loss.double() * w[:, 1:].numel()
     return float(total) / (windows.shape[0] * (windows.shape[1] - 1))
 
 
