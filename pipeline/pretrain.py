@@ -11,6 +11,7 @@ def main(params, args):
     summary = pretrain(params, args.topology, args.seed, "data/tokens", f"data/masks/{arm}.pt", out,
                        f"dvclive/pretrain/{arm}")
     if distributed.is_main():
+        write_json(f"timing/pretrain/{arm}.json", summary.pop("timing"))
         write_json(f"{out}/train_summary.json", summary)
 
 

@@ -13,6 +13,7 @@ def main(params, args):
                          f"models/pretrain/{base}", out, f"dvclive/sequential/{arm}")
     if distributed.is_main():
         write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))
+        write_json(f"timing/sequential/{arm}.json", summary.pop("timing"))
         write_json(f"{out}/train_summary.json", summary)
 
 

@@ -76,11 +76,10 @@ def run_arm(ws: Path, seed: int, monkeypatch) -> Path:
 
 
 def outputs(ws: Path) -> dict[str, bytes]:
-    """Every file the training and evaluation stages write, by path, but train_summary.json (it records
-    seconds); metrics/topology/ is init_topologies' own."""
+    """Every file the training and evaluation stages write, by path, but the wall-clock ones (timing/,
+    inference/); metrics/topology/ is init_topologies' own."""
     files = [f for d in ("metrics", "models") for f in sorted((ws / d).rglob("*")) if f.is_file()]
-    return {str(f.relative_to(ws)): f.read_bytes() for f in files
-            if f.name != "train_summary.json" and "topology" not in f.relative_to(ws).parts}
+    return {str(f.relative_to(ws)): f.read_bytes() for f in files if "topology" not in f.relative_to(ws).parts}
 
 
 def step_logs(ws: Path) -> dict[str, str]:
