@@ -1,18 +1,22 @@
 """The exported sparse model computes what the masked model does, and its complexity figures add up."""
 import torch
+import torch.nn.functional as F
 
 from sparsecl.model import GPT, GPTConfig
+from sparsecl.model.gpt import MaskedLinear
 from sparsecl.model.sparse_export import (SparseLinear, export_sparse, inference_complexity, latency,
-                                          next_token_logits)
+                                          next_token_logits, nonzeros)
 from sparsecl.topology.store import make_masks
 
 CFG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, bias=False, mlp_activation="gelu", topk_k=8)
 
 
-def _model(density: float, bias: bool = False) -> GPT:
+def _model(density: float, bias: bool = False, only: str = "") -> GPT:
+    """Random masks at `density` on every sparsified matrix, or only on those whose name contains `only`."""
     params = {"density": density, "model": {**CFG, "bias": bias}, "topology": {"random": {"allocation": "uniform"}}}
+    masks = {n: m for n, m in make_masks(params, "random", 0).items() if only in n}
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, **params["model"]), masks=make_masks(params, "random", 0))
+    model = GPT(GPTConfig(vocab_size=64, **params["model"]), masks=masks)
     with torch.no_grad():  # trained-looking weights: nonzero biases, masked entries still 0 through the mask
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -28,6 +32,30 @@ def test_exported_logits_equal_masked():
         with torch.no_grad():
             assert torch.allclose(sparse(idx)[0], model(idx)[0], atol=1e-4, rtol=0)
         assert torch.allclose(next_token_logits(sparse, idx), model(idx)[0][:, -1], atol=1e-4, rtol=0)
+
+
+def test_sparse_linear_equals_linear_in_both_layouts():
+    torch.manual_seed(0)
+    layer = MaskedLinear(24, 40, bias=True)
+    mask = (torch.rand(40, 24) < 0.1).float()
+    mask[:5] = 0  # outputs with no nonzero at all: their bias only
+    layer.set_mask(mask)
+    x = torch.randn(2, 7, 24)
+    expected = F.linear(x, layer.weight * mask, layer.bias)
+    for feature_major in (False, True):
+        sparse = SparseLinear(layer, feature_major=feature_major)
+        assert sparse.nnz == nonzeros(layer)
+        assert torch.allclose(sparse(x), expected, atol=1e-6, rtol=0)
+        assert torch.allclose(sparse(x[0]), expected[0], atol=1e-6, rtol=0)
+
+
+def test_sparse_next_to_dense_layers():
+    """Only some matrices exported: the dense MLP c_proj takes the sparse c_fc's feature-major result."""
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(2))
+    model = _model(0.05, only="mlp.c_fc")
+    sparse = export_sparse(model)
+    assert sum(isinstance(m, SparseLinear) for m in sparse.modules()) == CFG["n_layer"]
+    assert torch.allclose(next_token_logits(sparse, idx), model(idx)[0][:, -1], atol=1e-4, rtol=0)
 
 
 def test_dense_layers_stay_dense_and_complexity_adds_up():
