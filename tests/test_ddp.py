@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 
-from sparsecl.data.tokens import build
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -27,13 +26,6 @@ def params():
     main = yaml.safe_load((REPO / "params.yaml").read_text())
     p["mechanism"]["lord"] = dict(main["mechanism"]["lord"], buffer_size=20, probe_tokens=256, teacher_candidates=4)
     return p
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory, params):
-    folder = tmp_path_factory.mktemp("tokens")
-    build(params, folder)
-    return folder
 
 
 def run_stage(ws: Path, script: str, *args: str) -> str:

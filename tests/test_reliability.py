@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from sparsecl.data.tokens import build
 from sparsecl.io import tensors_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,13 +43,6 @@ def params():
     p["train"].update(log_every=5, ckpt_every=5)
     p["pretrain"]["tokens"], p["phase"]["tokens"] = 30 * step_tokens, 25 * step_tokens
     return p
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory, params):
-    folder = tmp_path_factory.mktemp("tokens")
-    build(params, folder)
-    return folder
 
 
 def workspace(path: Path, params: dict, tokens: Path) -> Path:
