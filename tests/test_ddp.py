@@ -107,6 +107,8 @@ def test_ranks_with_different_masks_are_refused(tmp_path):
             distributed.check_identical("masks", {"h.0.mlp.c_fc": mask})
         except distributed.DistributedSetupError as e:
             print(f"rank {distributed.rank()}: {e}")
+        distributed.barrier()
+        distributed.close()
     """))
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script)], capture_output=True, text=True, cwd=tmp_path)

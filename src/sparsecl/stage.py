@@ -25,9 +25,13 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
             distributed.launch_if_asked(p["distributed"]["nproc_per_node"])
             distributed.init(p["device"])
         main(p, ns)
+        distributed.barrier()  # every rank is done before any leaves
     except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (IntegrityError, NonFiniteLossError, distributed.DistributedSetupError) as e:  # a corrupted input, or a run that diverged
+    except (IntegrityError, NonFiniteLossError, distributed.DistributedSetupError) as e:
+        # a corrupted input, a run that diverged, or ranks that disagree
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        distributed.close()

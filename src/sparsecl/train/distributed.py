@@ -43,6 +43,13 @@ def init(device_name: str) -> None:
     dist.init_process_group("nccl" if cuda else "gloo")
 
 
+def close() -> None:
+    """Leave the process group: a process that exits with it open can abort ("terminate called without an
+    active exception") and fail the whole torchrun."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
