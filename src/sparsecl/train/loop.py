@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from sparsecl.data.batches import batch_rng, sample_batch
-from sparsecl.train import distributed
 from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
 from sparsecl.mechanisms import Mechanism
+from sparsecl.train import distributed
 
 
 class NonFiniteLossError(RuntimeError):
@@ -144,7 +144,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
             now = time.perf_counter()
             tok_s = window_n * tokens_per_step / max(now - t_log, 1e-9)
             distributed.print_main(f"[{label}] step {done}/{steps} loss {last_loss:.4f} lr {lr:.2e} {tok_s:,.0f} tok/s")
-            if log and distributed.is_main():
+            if log:  # the stages pass one on rank 0 only
                 log({"loss": last_loss, "lr": lr, "tokens_per_s": tok_s, "step": done})
             window_loss, window_grad = torch.zeros((), device=device), torch.zeros((), device=device)
             window_n, t_log = 0, now
