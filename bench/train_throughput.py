@@ -1,10 +1,14 @@
 """Training throughput: masked sparse vs the same dense model, and achieved model FLOP rate vs the dense
-matmul rate of this machine, all measured side by side in one process.
+matmul rate measured in the same process (and, on a GPU, MFU against the GPU's peak bf16 rate).
 
-    python bench/train_throughput.py                 # default model shape from params.yaml
-    python bench/train_throughput.py --steps 3 --tiny   # smoke run (CI)
+    python bench/train_throughput.py                              # CPU, default model shape from params.yaml
+    python bench/train_throughput.py --device cuda --preset gpu-100m   # GPU: bf16, fused AdamW, torch.compile
+    python bench/train_throughput.py --steps 3 --tiny             # smoke run (CI)
 
-Prints figures only; it asserts nothing about time.
+On CUDA the step is the pipeline's: bf16 autocast, fused AdamW, `torch.compile` when the params ask for it
+(the presets do), flash attention through SDPA. MFU = model FLOPs (6N + attention) per second / the peak
+dense bf16 rate of the GPU (`--peak-tflops`, or known for A100/H100/H200). Prints figures only; it asserts
+nothing about time.
 """
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from common import bench_params, bench_parser
 
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
-from sparsecl.train.loop import make_optimizer
+from sparsecl.train.loop import autocast, make_optimizer, resolve_device
+
+# Peak dense bf16 tensor-core rates in TFLOP/s (vendor data sheets, without sparsity), by device name.
+PEAK_BF16_TFLOPS = {"A100": 312, "H100 PCIe": 756, "H100": 989, "H200": 989}
 
 
 def model_flops_per_token(model: GPT, active: bool) -> float:
@@ -26,52 +33,86 @@ def model_flops_per_token(model: GPT, active: bool) -> float:
     return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_training(model: GPT, params: dict, steps: int, device: torch.device) -> float:
-    """Seconds per optimizer step (after two warm-up steps)."""
+    """Seconds per optimizer step (after warm-up steps, which also compile on CUDA)."""
+    model.to(device)
     opt = make_optimizer(model, params["train"], device)
+    step_fn = torch.compile(model) if params["train"]["compile"] and device.type == "cuda" else model
     bs, T = params["train"]["batch_size"], model.cfg.block_size
     x = torch.randint(0, model.cfg.vocab_size, (bs, T + 1), device=device)
-    for i in range(steps + 2):
-        if i == 2:
+    warmup = 3 if device.type == "cuda" else 2
+    for i in range(steps + warmup):
+        if i == warmup:
+            synchronize(device)
             t0 = time.perf_counter()
-        model(x[:, :-1], x[:, 1:], return_logits=False)[1].backward()
+        with autocast(device):
+            loss = step_fn(x[:, :-1], x[:, 1:], return_logits=False)[1]
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    synchronize(device)
     return (time.perf_counter() - t0) / steps
 
 
-def matmul_rate(n: int, repeats: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int, repeats: int, device: torch.device) -> float:
+    """FLOP/s of an n x n matmul: fp32 on CPU, bf16 on CUDA (the precision training runs in)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    if given or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
 def main() -> None:
     ap = bench_parser(__doc__)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s, for MFU")
     args = ap.parse_args()
     params = bench_params(args)
-    device = torch.device("cpu")
+    device = resolve_device(args.device)
     cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
     tokens_per_step = params["train"]["batch_size"] * cfg.block_size
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, "
-          f"batch {params['train']['batch_size']}x{cfg.block_size}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, model {params['model']}, "
+          f"batch {params['train']['batch_size']}x{cfg.block_size}, compile {params['train']['compile']}")
     rows = {}
     for topology in ("dense", "random"):
         torch.manual_seed(0)
         model = GPT(cfg, masks=make_masks(params, topology, 0))
         sec = time_training(model, params, args.steps, device)
-        rows[topology] = (sec, model)
+        rows[topology] = (sec, model.cpu())
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         print(f"{topology:>7}: {tokens_per_step / sec:10,.0f} tokens/s  ({sec * 1e3:.1f} ms/step)")
     dense_sec, dense_model = rows["dense"]
     print(f"masked sparse (density {params['density']}) / dense throughput: {dense_sec / rows['random'][0]:.3f}")
-    peak = matmul_rate(256 if args.tiny else 1024, 3 if args.tiny else 20)
+    n = 256 if args.tiny else (8192 if device.type == "cuda" else 1024)
+    matmul = matmul_rate(n, 3 if args.tiny else 20, device)
     achieved = model_flops_per_token(dense_model, active=False) * tokens_per_step / dense_sec
-    print(f"dense matmul rate: {peak / 1e9:.1f} GFLOP/s; dense model FLOP rate (6N + attention): "
-          f"{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of matmul")
+    print(f"dense matmul rate: {matmul / 1e9:.1f} GFLOP/s; dense model FLOP rate (6N + attention): "
+          f"{achieved / 1e9:.1f} GFLOP/s = {achieved / matmul:.1%} of matmul")
+    peak = peak_tflops(device, args.peak_tflops)
+    if peak:
+        print(f"MFU (dense, bf16): {achieved / (peak * 1e12):.1%} of {peak:g} TFLOP/s peak")
+    elif device.type == "cuda":
+        print("MFU: unknown peak for this GPU; pass --peak-tflops")
 
 
 if __name__ == "__main__":

@@ -35,3 +35,9 @@ def test_profile_step_bench_smoke():
     out = subprocess.run([sys.executable, "bench/profile_step.py", "--tiny", "--steps", "1", "--topology", "random"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "aten::mm" in out and "Self CPU" in out
+
+
+def test_train_throughput_bench_takes_a_preset():
+    out = subprocess.run([sys.executable, "bench/train_throughput.py", "--tiny", "--steps", "1", "--preset", "gpu-100m"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "compile True" in out and "of matmul" in out  # the preset's settings, on CPU (compile is CUDA-only)

@@ -4,16 +4,9 @@ import pytest
 import yaml
 
 from sparsecl.params import validate
-from sparsecl.presets import flatten, set_flags
+from sparsecl.presets import flatten, merged, set_flags
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def merged(base: dict, overlay: dict) -> dict:
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) and value else value
-    return out
 
 
 def test_flags_are_dotted_keys_with_yaml_values():

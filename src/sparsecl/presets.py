@@ -28,6 +28,14 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def merged(base: dict, overlay: dict) -> dict:
+    """`base` with `overlay`'s keys set, section by section (what DVC's -S flags make of params.yaml)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) and value else value
+    return out
+
+
 def set_flags(overlay: dict) -> list[str]:
     # JSON is valid YAML, which is how DVC parses a -S value.
     return [f"-S{key}={json.dumps(value, separators=(',', ':'))}" for key, value in flatten(overlay).items()]
