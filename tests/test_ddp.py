@@ -3,6 +3,7 @@ with the same global batch, every rank holds the same masks, only rank 0 writes,
 masks are refused. The stage scripts run as DVC runs them (`python pipeline/<stage>.py`), and relaunch
 themselves under torchrun when params ask for 2 processes."""
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -81,6 +82,13 @@ def test_two_processes_end_with_the_same_weights(runs):
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4, msg=f"{ckpt} {name}")
             if name.endswith("mask"):
                 assert torch.equal(a[name], b[name])
+
+
+def test_two_processes_count_the_flops_of_one(runs):
+    """Each rank trains half of every current batch but replays whole buffer batches: the arm's training
+    FLOPs are still one process's."""
+    one, two = (json.loads((runs[n][0] / "metrics/mechanism/random-lord-s0.json").read_text()) for n in (1, 2))
+    assert one["train_flops"] > 0 and two["train_flops"] == pytest.approx(one["train_flops"], rel=1e-12)
 
 
 def test_ranks_check_their_masks_and_only_rank_0_writes(runs):

@@ -34,6 +34,10 @@ class Mechanism:
     """
 
     SCHEMA: dict = {}  # settings under params.mechanism.<name>, checked before any work
+    # Processes the current batch is split over (DDP; set by the training loop). Every rank counts the
+    # FLOPs of the whole current batch, so the arm's count is one process's whatever the number of
+    # processes; replay batches and phase-boundary work run whole on every rank and count as they are.
+    batch_shards = 1
 
     def __init__(self, settings: dict, seed: int = 0):
         self.settings = settings
@@ -49,14 +53,20 @@ class Mechanism:
         """The loss to minimise on one batch of the current domain."""
         return self.next_token_loss(model, x, y)
 
-    def lm_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs):
-        """(logits, next-token loss) of a batch that will be backpropagated; counts its FLOPs."""
-        self.flops += self.train_flops_per_token * x.numel()
+    def lm_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, replay: bool = False, **kwargs):
+        """(logits, next-token loss) of a batch that will be backpropagated, the current batch or (`replay`)
+        one from a buffer; counts its FLOPs."""
+        self.flops += self.train_flops_per_token * (x.numel() if replay else self.batch_tokens(x))
         return model(x, y, **kwargs)
 
-    def next_token_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def next_token_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        replay: bool = False) -> torch.Tensor:
         """`lm_loss` without the logits (cheaper on CPU: see GPT.forward)."""
-        return self.lm_loss(model, x, y, return_logits=False)[1]
+        return self.lm_loss(model, x, y, replay, return_logits=False)[1]
+
+    def batch_tokens(self, x: torch.Tensor) -> int:
+        """Tokens of the whole current batch, of which `x` is this process's slice."""
+        return x.numel() * self.batch_shards
 
     def before_step(self, model: torch.nn.Module) -> None:
         """After the backward pass, before clipping and the optimizer step (e.g. zero frozen gradients)."""

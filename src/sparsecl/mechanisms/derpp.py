@@ -25,9 +25,9 @@ class DarkExperienceReplay(ExperienceReplay):
     def replay_loss(self, model):
         s = self.settings
         bx, _, slots = self.buffer.sample(s["replay_batch"], self.rng)
-        logits = self.lm_loss(model, bx, None)[0]
+        logits = self.lm_loss(model, bx, None, replay=True)[0]
         stored = self.buffer.values[slots]
         matched = logits.float().gather(-1, self.buffer.indices[slots].long())
         loss = s["alpha"] * F.mse_loss(matched, stored)
         bx, by, _ = self.buffer.sample(s["replay_batch"], self.rng)
-        return loss + s["beta"] * self.next_token_loss(model, bx, by)
+        return loss + s["beta"] * self.next_token_loss(model, bx, by, replay=True)

@@ -41,7 +41,7 @@ class ExperienceReplay(Mechanism):
 
     def replay_loss(self, model):
         bx, by, _ = self.buffer.sample(self.settings["replay_batch"], self.rng)
-        return self.settings["weight"] * self.next_token_loss(model, bx, by)
+        return self.settings["weight"] * self.next_token_loss(model, bx, by, replay=True)
 
     def extra_memory_bytes(self) -> int:
         return self.buffer.nbytes()

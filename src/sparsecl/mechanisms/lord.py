@@ -94,7 +94,7 @@ class LowRedundancyDistillation(DarkExperienceReplay):
             student = model(x)[0]
         with torch.no_grad(), self.teacher.subnetwork(self.units, self.heads):
             teacher = self.teacher(x)[0]
-        self.flops += (self.subnet_train_flops_per_token + self.teacher_flops_per_token) * x.numel()
+        self.flops += (self.subnet_train_flops_per_token + self.teacher_flops_per_token) * self.batch_tokens(x)
         loss = loss + s["distill"] * F.mse_loss(student.float(), teacher.float())
         self.batches += 1
         if (self.batches - 1) % s["replay_every"] == 0:

@@ -108,7 +108,7 @@ class SelectiveSubnetworkDistillation(Mechanism):
         with torch.no_grad():
             teacher_acts: list[torch.Tensor] = []
             teacher_logits = self.teacher(x, acts=teacher_acts)[0]
-        self.flops += self.teacher_flops_per_token * x.numel()
+        self.flops += self.teacher_flops_per_token * self.batch_tokens(x)
         selected = self.selected[-1].to(x.device)
         units = sum(softened_kl(ta[..., sel], sa[..., sel], T)
                     for ta, sa, sel in zip(teacher_acts, acts, selected)) / len(acts)

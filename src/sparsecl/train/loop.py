@@ -100,6 +100,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         start = state["step"]
         distributed.print_main(f"[{label}] resuming at step {start}/{steps} from {resume_file}")
     ddp = distributed.wrap(model)
+    mechanism.batch_shards = distributed.world_size()
     step_fn = torch.compile(ddp) if tcfg["compile"] and device.type == "cuda" else ddp
     accum = tcfg["grad_accum"]
     tokens_per_step = tcfg["batch_size"] * accum * block
