@@ -11,6 +11,7 @@ from sparsecl.mechanisms import MECHANISMS, make
 from sparsecl.mechanisms.buffer import ReservoirBuffer
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import block_weights, forward_flops, param_count
+from sparsecl.mechanisms.lord import trainable_entries
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase
@@ -217,6 +218,11 @@ def test_lord_trainable_fraction_follows_its_schedule(toy_params, tmp_path):
     fc_proj = model.transformer.h[1].attn.c_proj.weight != before["transformer.h.1.attn.c_proj.weight"]
     assert fc_proj.any(0).view(toy_params["model"]["n_head"], -1).any(1).tolist() == [True, False]
     assert mech.metrics()["trainable_fraction"] == {"phase1_d1": 0.25}
+
+
+def test_lord_trains_at_least_one_unit_and_head_at_a_tiny_fraction(toy_params):
+    _, units, heads = trainable_entries(tiny(toy_params, "dense"), 1e-6)
+    assert all(u.sum() == 1 for u in units) and all(h.sum() == 1 for h in heads)
 
 
 def test_lord_pruned_teacher_and_insertion_probability(toy_params):

@@ -60,3 +60,8 @@ def test_crossover_never_and_from_the_start():
 def test_crossover_persistence():
     assert crossover([5, 5, 2], [4, 4, 4], persist=2) is None
     assert crossover([5, 5, 2], [4, 4, 4], persist=1) is not None
+
+
+def test_seen_mean_loss_of_a_matrix_with_more_domains_than_phases():
+    L = np.arange(6.0).reshape(2, 3)  # two phases, three domains: the third is never trained
+    assert seen_mean_loss(L).tolist() == [0.0, 3.5]

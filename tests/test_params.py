@@ -197,3 +197,10 @@ def test_any_key_given_a_wrong_value_is_named_never_a_crash(toy_params, bad):
         finally:
             parent[key] = original
         assert f"\n  {path}" in str(e.value), f"{path} = {bad!r}: {e.value}"
+
+
+def test_a_mechanism_setting_yaml_read_as_text_gets_the_hint(toy_params):
+    toy_params["mechanisms"] = ["ewc"]
+    toy_params["mechanism"]["ewc"] = {"lambda": "1e-3", "gamma": 1.0, "fisher_tokens": 256}
+    with pytest.raises(ParamsError, match=r"mechanism\.ewc\.lambda: '1e-3' is not a number \(YAML read it as text"):
+        validate(toy_params)

@@ -11,7 +11,8 @@ from scipy import stats as sps
 from sparsecl.metrics import stats
 from sparsecl.metrics.continual import (backward_transfer, crossover, first_phases, forgetting_per_domain,
                                         forward_transfer, seen_mean_loss)
-from sparsecl.report.analyze import analyze
+from sparsecl.report.analyze import Arm, analyze
+from sparsecl.report.statistics import _crossover_verdict
 
 
 def test_bootstrap_ci_by_hand_and_against_scipy():
@@ -140,3 +141,14 @@ def test_report_numbers_equal_the_metrics_files(tmp_path, toy_params):
         assert c["seen_mean_flops"] < c["seen_mean_dense_flops"]
     assert re.search(r"H2 .*: supported: random@0\.25 after pretraining", report)
     assert "H3 (" in report and "not tested in this run" in report
+
+
+def test_h2_verdict_when_only_the_core_domain_crosses():
+    first = np.arange(3)
+    arms = [Arm(t, "none", s, np.full((3, 3), 4.0 if t == "dense" else 5.0), np.full(3, 8.0), first)
+            for t in ("dense", "random") for s in (0, 1)]
+    cross = {f"random-none-s{s}_vs_dense": {"seen_mean_crossed": 0, "core_crossed": 1, "core_phase": 2.0}
+             for s in (0, 1)}
+    verdict = _crossover_verdict("random", arms, cross, 0.05)
+    assert verdict.startswith("mixed (only the core-domain loss overtakes dense)")
+    assert "phase 2.00 (mean) in 2 of 2 seeds" in verdict

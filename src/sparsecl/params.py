@@ -8,10 +8,11 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
+from sparsecl.checks import Check, choice, number
 from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES
@@ -19,41 +20,6 @@ from sparsecl.topology import TOPOLOGIES
 
 class ParamsError(ValueError):
     """params.yaml is invalid; the message lists every problem, one per line."""
-
-
-# A check takes (key, value) and returns an error message or None.
-Check = Callable[[str, Any], "str | None"]
-
-
-def _num(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
-    bounds = [f"{'>' if lo_open else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)
-    allowed = f"allowed {' and '.join(bounds)}" + (f" ({why})" if why else "")
-
-    def check(key, v):
-        kind = "an integer" if integer else "a number"
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            return f"{key}: {v!r} is not {kind}" + _text_number_hint(v)
-        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
-            return f"{key}: {v!r} is out of range, {allowed}"
-        return None
-    return check
-
-
-def _text_number_hint(v) -> str:
-    """YAML 1.1 reads `1e-3` or `2e6` (no dot) as a string: say so, since the file looks right."""
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return ""
-    return " (YAML read it as text: write it unquoted with a dot, e.g. 1.0e-3, or in full, e.g. 2000000)"
-
-
-def _choice(allowed) -> Check:
-    def check(key, v):
-        if v not in allowed:
-            return f"{key}: unknown value {v!r}, allowed: {', '.join(map(str, allowed))}"
-        return None
-    return check
 
 
 def _bool(key, v):
@@ -75,25 +41,25 @@ def _list_of(item: Check, unique=True) -> Check:
     return check
 
 
-INT_POS = _num(1, integer=True)
-INT_NONNEG = _num(0, integer=True)
+INT_POS = number(1, integer=True)
+INT_NONNEG = number(0, integer=True)
 
 SCHEMA: dict[str, Any] = {
-    "density": _num(0, 1, lo_open=True),
+    "density": number(0, 1, lo_open=True),
     "seeds": _list_of(INT_NONNEG),
-    "topologies": _list_of(_choice(sorted(TOPOLOGIES))),
-    "mechanisms": _list_of(_choice(sorted(MECHANISMS))),
-    "device": _choice(["auto", "cpu", "cuda"]),
+    "topologies": _list_of(choice(sorted(TOPOLOGIES))),
+    "mechanisms": _list_of(choice(sorted(MECHANISMS))),
+    "device": choice(["auto", "cpu", "cuda"]),
     "data": {
         "seed": INT_NONNEG,
         "order": _list_of(_str, unique=False),  # a domain may come back (experiment 3 cycles them)
         "domains": "domains",  # checked by _check_domains
         "max_chars": INT_NONNEG,
-        "val_fraction": _num(0, 0.5, lo_open=True),
+        "val_fraction": number(0, 0.5, lo_open=True),
         "eval_tokens": INT_POS,
     },
     "tokenizer": {
-        "vocab_size": _num(260, 2**32, integer=True, why="token ids are stored as uint32 arrays"),
+        "vocab_size": number(260, 2**32, integer=True, why="token ids are stored as uint32 arrays"),
         "sample_chars": INT_POS,
     },
     "model": {
@@ -101,23 +67,23 @@ SCHEMA: dict[str, Any] = {
         "n_head": INT_POS,
         "n_embd": INT_POS,
         "block_size": INT_POS,
-        "dropout": _num(0, 1),
+        "dropout": number(0, 1),
         "bias": _bool,
-        "mlp_activation": _choice(["gelu", "topk"]),
+        "mlp_activation": choice(["gelu", "topk"]),
         "topk_k": INT_POS,
     },
     "topology": {name: topo.SCHEMA for name, topo in TOPOLOGIES.items()},
     "train": {
-        "optimizer": _choice(["adamw", "sgd"]),
+        "optimizer": choice(["adamw", "sgd"]),
         "batch_size": INT_POS,
         "grad_accum": INT_POS,
-        "lr": _num(0, lo_open=True),
-        "min_lr_ratio": _num(0, 1),
+        "lr": number(0, lo_open=True),
+        "min_lr_ratio": number(0, 1),
         "warmup_steps": INT_NONNEG,
-        "weight_decay": _num(0),
-        "beta1": _num(0, 1),
-        "beta2": _num(0, 1),
-        "grad_clip": _num(0),
+        "weight_decay": number(0),
+        "beta1": number(0, 1),
+        "beta2": number(0, 1),
+        "grad_clip": number(0),
         "log_every": INT_POS,
         "ckpt_every": INT_POS,
         "compile": _bool,
@@ -135,7 +101,7 @@ OPTIONAL_SECTIONS = {"topology", "mechanism"}
 DOMAIN_SCHEMA = {
     "builtin": {"source": None},
     "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG},
-    "files": {"source": None, "paths": _list_of(_str), "format": _choice(["text", "json", "parquet"]),
+    "files": {"source": None, "paths": _list_of(_str), "format": choice(["text", "json", "parquet"]),
               "text_field": _str},
     "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str},
 }

@@ -6,19 +6,6 @@ import torch
 from sparsecl.mechanisms.cost import forward_flops
 
 
-def number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, lo_open: bool = False):
-    """A params.yaml check for one setting: a number (an integer if asked) in [lo, hi], or (lo, hi]."""
-    def check(key, v):
-        kind = "an integer" if integer else "a number"
-        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
-            return f"{key}: {v!r} is not {kind}"
-        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
-            return (f"{key}: {v!r} is out of range, allowed {kind} in {'(' if lo_open else '['}"
-                    f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
-        return None
-    return check
-
-
 class Mechanism:
     """A mechanism sees the model at phase boundaries and around every optimizer step, and decides the loss
     of each training batch.
@@ -90,4 +77,4 @@ class Mechanism:
 
     def load_state_dict(self, state: dict) -> None:
         self.flops = state["flops"]
-        self.rng.set_state(state["rng"])
+        self.rng.set_state(state["rng"].cpu())  # a checkpoint loaded onto a GPU moved it there

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from sparsecl.mechanisms.base import number
+from sparsecl.checks import number
 from sparsecl.mechanisms.er import REPLAY_SCHEMA, ExperienceReplay
 
 DERPP_SCHEMA = {**REPLAY_SCHEMA, "alpha": number(0), "beta": number(0), "logit_topk": number(1, integer=True)}

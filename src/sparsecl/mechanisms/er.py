@@ -7,7 +7,8 @@ is offered equally and the buffer stays a uniform sample of all of them.
 """
 from __future__ import annotations
 
-from sparsecl.mechanisms.base import Mechanism, number
+from sparsecl.checks import number
+from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.buffer import ReservoirBuffer
 from sparsecl.mechanisms.common import probe_windows
 from sparsecl.mechanisms.cost import forward_flops

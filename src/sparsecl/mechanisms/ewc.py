@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from sparsecl.mechanisms.base import Mechanism, number
+from sparsecl.checks import number
+from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
 

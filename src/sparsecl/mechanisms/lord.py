@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sparsecl.mechanisms.base import number
+from sparsecl.checks import number
 from sparsecl.mechanisms.common import FrozenEntries, probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import block_weights, forward_flops, matmul_weights, param_bytes
 from sparsecl.mechanisms.derpp import DERPP_SCHEMA, DarkExperienceReplay
@@ -36,7 +36,7 @@ def trainable_entries(model, fraction: float):
     for i, block in enumerate(model.transformer.h):
         n_units, n_head = block.mlp.c_fc.out_features, block.attn.n_head
         C = block.attn.c_proj.in_features
-        u = torch.arange(n_units, device=device) < round(fraction * n_units)
+        u = torch.arange(n_units, device=device) < max(1, round(fraction * n_units))
         h = torch.arange(n_head, device=device) < max(1, round(fraction * n_head))
         rows = h.repeat_interleave(C // n_head)  # one entry per q (or k, v) row / attention-output column
         entries = {"mlp.c_fc.weight": u[:, None].expand(n_units, C), "mlp.c_proj.weight": u[None, :].expand(C, n_units),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from sparsecl.mechanisms.base import Mechanism, number
+from sparsecl.checks import number
+from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import FrozenEntries
 from sparsecl.mechanisms.cost import forward_flops
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparsecl.mechanisms.base import Mechanism, number
+from sparsecl.checks import number
+from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import batches, probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
 

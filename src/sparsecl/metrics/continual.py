@@ -72,7 +72,7 @@ def forward_transfer(L, baseline, first=None) -> float:
 def seen_mean_loss(L, first=None) -> np.ndarray:
     """After phase j, the mean loss over the domains trained so far."""
     L, first = _check(L, first)
-    return np.array([L[j, first <= j].mean() for j in range(L.shape[0])])
+    return np.array([L[j, : len(first)][first <= j].mean() for j in range(L.shape[0])])
 
 
 def final_summary(L, untrained, first=None) -> dict[str, float]:

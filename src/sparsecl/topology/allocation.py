@@ -6,12 +6,13 @@ import math
 import numpy as np
 import torch
 
+from sparsecl.checks import choice
+
 ALLOCATIONS = ("uniform", "erk")
 
 
-def check_allocation(key, v):
-    """The `allocation` setting every sparse topology accepts (a params.yaml check)."""
-    return None if v in ALLOCATIONS else f"{key}: unknown value {v!r}, allowed: {', '.join(ALLOCATIONS)}"
+# The `allocation` setting every sparse topology accepts (a params.yaml check).
+check_allocation = choice(ALLOCATIONS)
 
 
 def allocate(blocks: dict[str, tuple[int, tuple[int, int]]], density: float, allocation: str) -> dict[str, int]:

@@ -21,22 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparsecl.checks import choice, number
 from sparsecl.topology.allocation import allocate, check_allocation, spread, stack_masks
 
 DEGREE_DISTS = ("fixed", "uniform")
 
 
-def _randomness(key, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        return f"{key}: {v!r} is out of range, allowed a number in [0, 1]"
-    return None
-
-
-def _degree_dist(key, v):
-    return None if v in DEGREE_DISTS else f"{key}: unknown value {v!r}, allowed: {', '.join(DEGREE_DISTS)}"
-
-
-SCHEMA = {"allocation": check_allocation, "randomness": _randomness, "degree_dist": _degree_dist}
+SCHEMA = {"allocation": check_allocation, "randomness": number(0, 1), "degree_dist": choice(DEGREE_DISTS)}
 
 
 def ring_distance(n: int, m: int) -> np.ndarray:

@@ -96,7 +96,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         mechanism.load_state_dict(state["mechanism"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location moved it; RNG states live on the CPU
         start = state["step"]
         distributed.print_main(f"[{label}] resuming at step {start}/{steps} from {resume_file}")
     ddp = distributed.wrap(model)

@@ -1,0 +1,39 @@
+"""Checks of single params.yaml values, shared by the schema in params.py and the SCHEMA of every topology
+and mechanism. A check takes (key, value) and returns an error message or None."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Check = Callable[[str, Any], "str | None"]
+
+
+def number(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
+    """A number (an integer if asked) in [lo, hi], or (lo, hi] with lo_open; None leaves a side open."""
+    bounds = [f"{'>' if lo_open else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)
+    allowed = f"allowed {' and '.join(bounds)}" + (f" ({why})" if why else "")
+
+    def check(key, v):
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return f"{key}: {v!r} is not {kind}" + _text_number_hint(v)
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            return f"{key}: {v!r} is out of range, {allowed}"
+        return None
+    return check
+
+
+def _text_number_hint(v) -> str:
+    """YAML 1.1 reads `1e-3` or `2e6` (no dot) as a string: say so, since the file looks right."""
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return ""
+    return " (YAML read it as text: write it unquoted with a dot, e.g. 1.0e-3, or in full, e.g. 2000000)"
+
+
+def choice(allowed) -> Check:
+    def check(key, v):
+        if v not in allowed:
+            return f"{key}: unknown value {v!r}, allowed: {', '.join(map(str, allowed))}"
+        return None
+    return check
