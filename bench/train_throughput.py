@@ -19,7 +19,8 @@ from common import bench_params, bench_parser
 
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
-from sparsecl.train.loop import autocast, make_optimizer, resolve_device
+from sparsecl.device import autocast, resolve_device
+from sparsecl.train.loop import make_optimizer
 
 # Peak dense bf16 tensor-core rates in TFLOP/s (vendor data sheets, without sparsity), by device name.
 PEAK_BF16_TFLOPS = {"A100": 312, "H100 PCIe": 756, "H100": 989, "H200": 989}

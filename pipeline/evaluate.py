@@ -3,12 +3,12 @@ from pathlib import Path
 
 from sparsecl import stage
 from sparsecl.data.tokens import TokenData
+from sparsecl.device import resolve_device
 from sparsecl.io import write_json
 from sparsecl.metrics.evaluate import loss_matrix
 from sparsecl.model.checkpoint import load_checkpoint
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, latency
 from sparsecl.topology.store import load_masks
-from sparsecl.train.loop import resolve_device
 
 
 def main(params, args):

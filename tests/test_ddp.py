@@ -108,7 +108,7 @@ def test_ranks_with_different_masks_are_refused(tmp_path):
     script.write_text(textwrap.dedent("""
         import torch
         from sparsecl.train import distributed
-        distributed.init("cpu")
+        distributed.init(torch.device("cpu"))
         mask = torch.ones(4, 4)
         mask[0, distributed.rank()] = 0  # rank 1 drops another entry than rank 0
         try:

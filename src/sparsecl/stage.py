@@ -7,6 +7,7 @@ from typing import Callable
 
 from sparsecl import params as params_mod
 from sparsecl.data.sources import EmptyDomainError
+from sparsecl.device import resolve_device
 from sparsecl.io import IntegrityError
 from sparsecl.train import distributed
 from sparsecl.train.loop import NonFiniteLossError
@@ -23,7 +24,7 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
         p = params_mod.load("params.yaml")
         if data_parallel:
             distributed.launch_if_asked(p["distributed"]["nproc_per_node"])
-            distributed.init(p["device"])
+            distributed.init(resolve_device(p["device"]))
         main(p, ns)
         distributed.barrier()  # every rank is done before any leaves
     except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data

@@ -7,8 +7,8 @@ import torch
 
 from sparsecl.data.batches import eval_windows
 from sparsecl.data.tokens import TokenData
+from sparsecl.device import autocast
 from sparsecl.model.checkpoint import load_checkpoint
-from sparsecl.train.loop import autocast
 
 
 @torch.no_grad()

@@ -33,11 +33,11 @@ def launch_if_asked(nproc: int) -> None:
         sys.exit(subprocess.call(cmd))
 
 
-def init(device_name: str) -> None:
+def init(device: torch.device) -> None:
     """Join the process group torchrun set up (once per process); CUDA ranks take the GPU of their local rank."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
-    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if cuda else "gloo")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sparsecl.data.batches import batch_rng, sample_batch
+from sparsecl.device import autocast
 from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
 from sparsecl.mechanisms import Mechanism
 from sparsecl.train import distributed
@@ -19,19 +20,6 @@ from sparsecl.train import distributed
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' requested but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full fp32 on CPU (bit-reproducible)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def make_optimizer(model: torch.nn.Module, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:

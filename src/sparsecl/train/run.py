@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from sparsecl.data.tokens import TokenData
+from sparsecl.device import resolve_device
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.mechanisms.cost import arm_metrics
@@ -26,7 +27,7 @@ from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.topology.store import load_masks
 from sparsecl.train import distributed
-from sparsecl.train.loop import resolve_device, train_phase
+from sparsecl.train.loop import train_phase
 
 RESUME_ROOT = Path("runs/resume")
 
