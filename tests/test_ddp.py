@@ -107,12 +107,13 @@ def test_ranks_with_different_masks_are_refused(tmp_path):
     script = tmp_path / "differ.py"
     script.write_text(textwrap.dedent("""
         import torch
+        from sparsecl.io import tensors_sha256
         from sparsecl.train import distributed
         distributed.init(torch.device("cpu"))
         mask = torch.ones(4, 4)
         mask[0, distributed.rank()] = 0  # rank 1 drops another entry than rank 0
         try:
-            distributed.check_identical("masks", {"h.0.mlp.c_fc": mask})
+            distributed.check_identical("masks", tensors_sha256({"h.0.mlp.c_fc": mask}))
         except distributed.DistributedSetupError as e:
             print(f"rank {distributed.rank()}: {e}")
         distributed.barrier()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsecl.data.sources import EmptyDomainError, load_documents
-from sparsecl.io import IntegrityError, atomic_path, read_json, sha256_file, write_json
+from sparsecl.io import IntegrityError, atomic_path, read_json, sha256_bytes, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")
@@ -120,7 +120,7 @@ def build(params: dict, out_dir: str | Path) -> dict:
             with atomic_path(path) as tmp:
                 arr.tofile(tmp)
             entry[s] = {"documents": len(splits[name][s]), "chars": sum(map(len, splits[name][s])),
-                        "tokens": int(arr.size), "sha256": sha256_file(path)}
+                        "tokens": int(arr.size), "sha256": sha256_bytes(arr.tobytes())}  # the bytes tofile wrote
         entry["eval_tokens"] = min(data["eval_tokens"], entry["val"]["tokens"] - 1)
         if entry["eval_tokens"] < data["eval_tokens"]:
             print(f"[tokenize] note: {name} has {entry['val']['tokens']} val tokens, fewer than "

@@ -38,11 +38,6 @@ def probe_windows(tokens: np.ndarray, n_tokens: int, model: GPT) -> torch.Tensor
     return eval_windows(tokens, n_tokens, model.cfg.block_size).to(device)
 
 
-def batches(windows: torch.Tensor, size: int = 32):
-    for i in range(0, len(windows), size):
-        yield windows[i: i + size]
-
-
 class FrozenEntries:
     """Entries of parameters held at fixed values: their gradients are zeroed before the optimizer step (so
     clipping and the optimizer see only trainable entries) and their values restored after it (undoing
@@ -56,18 +51,27 @@ class FrozenEntries:
         params = dict(model.named_parameters())
         self.trainable = trainable
         self.values = {n: params[n].detach()[~m].clone() for n, m in trainable.items()}
+        self._bound: tuple[torch.nn.Module, list] | None = None
+
+    def _entries(self, model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(parameter, trainable mask, frozen values at full size) of every parameter with a frozen entry,
+        worked out once per model: the per-step calls then index nothing (a boolean index syncs a GPU)."""
+        if self._bound is None or self._bound[0] is not model:
+            params = dict(model.named_parameters())
+            entries = [(params[n], m, torch.zeros_like(params[n]).masked_scatter_(~m, self.values[n]))
+                       for n, m in self.trainable.items() if not bool(m.all())]
+            self._bound = (model, entries)
+        return self._bound[1]
 
     def zero_grads(self, model: torch.nn.Module) -> None:
-        params = dict(model.named_parameters())
-        for n, m in self.trainable.items():
-            if params[n].grad is not None:
-                params[n].grad.mul_(m)
+        for p, m, _ in self._entries(model):
+            if p.grad is not None:
+                p.grad.mul_(m)
 
     @torch.no_grad()
     def restore(self, model: torch.nn.Module) -> None:
-        params = dict(model.named_parameters())
-        for n, m in self.trainable.items():
-            params[n][~m] = self.values[n]
+        for p, m, frozen in self._entries(model):
+            p.copy_(torch.where(m, p, frozen))
 
     def state_dict(self) -> dict:
         return {"trainable": self.trainable, "values": self.values}
@@ -75,5 +79,5 @@ class FrozenEntries:
     @classmethod
     def from_state(cls, state: dict) -> "FrozenEntries":
         obj = cls.__new__(cls)
-        obj.trainable, obj.values = state["trainable"], state["values"]
+        obj.trainable, obj.values, obj._bound = state["trainable"], state["values"], None
         return obj

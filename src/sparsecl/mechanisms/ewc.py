@@ -31,10 +31,11 @@ class OnlineEWC(Mechanism):
         # Parameters by name from the real model: `loss` may receive a compiled wrapper of it.
         named = dict(model.named_parameters())
         self.terms = [(named[n], self.fisher[n].to(named[n]), self.anchor[n].to(named[n])) for n in self.fisher]
+        # ~4 FLOPs per parameter (difference, square, two products) and as many in backward.
+        self.penalty_flops = 8 * sum(p.numel() for p, _, _ in self.terms)
 
     def penalty(self) -> torch.Tensor:
-        # ~4 FLOPs per parameter (difference, square, two products) and as many in backward.
-        self.flops += 8 * sum(p.numel() for p, _, _ in self.terms)
+        self.flops += self.penalty_flops
         return sum((f * (p - a) ** 2).sum() for p, f, a in self.terms)
 
     def loss(self, model, x, y):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
-from sparsecl.mechanisms.common import batches, probe_windows, restore_snapshot, snapshot, snapshot_state
+from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
 
 
@@ -76,8 +76,10 @@ class SelectiveSubnetworkDistillation(Mechanism):
 
     def begin_phase(self, phase, domain, model) -> None:
         super().begin_phase(phase, domain, model)
-        self.teacher.to(next(model.parameters()).device)
+        device = next(model.parameters()).device
+        self.teacher.to(device)
         self.teacher_flops_per_token = forward_flops(self.teacher)
+        self.distilled_units = self.selected[-1].to(device)  # once, not a host-to-device copy per batch
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
         self.teacher = snapshot(model)
@@ -91,7 +93,7 @@ class SelectiveSubnetworkDistillation(Mechanism):
     def frequencies(self, teacher, windows: torch.Tensor) -> torch.Tensor:
         k = self.settings["k"]
         counts = None
-        for w in batches(windows):
+        for w in windows.split(32):
             acts: list[torch.Tensor] = []
             teacher(w[:, :-1], acts=acts)
             wins = torch.stack([a.topk(k, dim=-1).indices.flatten() for a in acts])  # (layers, tokens * k)
@@ -110,9 +112,8 @@ class SelectiveSubnetworkDistillation(Mechanism):
             teacher_acts: list[torch.Tensor] = []
             teacher_logits = self.teacher(x, acts=teacher_acts)[0]
         self.flops += self.teacher_flops_per_token * self.batch_tokens(x)
-        selected = self.selected[-1].to(x.device)
         units = sum(softened_kl(ta[..., sel], sa[..., sel], T)
-                    for ta, sa, sel in zip(teacher_acts, acts, selected)) / len(acts)
+                    for ta, sa, sel in zip(teacher_acts, acts, self.distilled_units)) / len(acts)
         outputs = softened_kl(teacher_logits, logits, T)
         return s["alpha"] * ce + (1 - s["alpha"]) * T * T * (s["lambda"] * units + (1 - s["lambda"]) * outputs)
 

@@ -16,8 +16,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from sparsecl.io import tensors_sha256
-
 
 class DistributedSetupError(RuntimeError):
     pass
@@ -73,10 +71,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def check_identical(what: str, tensors: dict[str, torch.Tensor]) -> str:
-    """The sha256 of `tensors`, after checking that every rank holds the same ones (else an error naming the
-    ranks that differ): a mask that differs between ranks would train a model that exists nowhere."""
-    digest = tensors_sha256(tensors)
+def check_identical(what: str, digest: str) -> None:
+    """Check that every rank holds the same `what`, given its content hash on this rank (else an error naming
+    the ranks that differ): a mask that differs between ranks would train a model that exists nowhere."""
     if world_size() > 1:
         digests: list[str] = [""] * world_size()
         dist.all_gather_object(digests, digest)
@@ -85,7 +82,6 @@ def check_identical(what: str, tensors: dict[str, torch.Tensor]) -> str:
             raise DistributedSetupError(f"{what} differ between ranks: ranks {differ} do not match rank 0 "
                                         f"({digests[0][:12]})")
         print_main(f"{what}: identical on {world_size()} ranks (sha256 {digest[:12]})")
-    return digest
 
 
 def shard_size(batch_size: int) -> int:
@@ -109,12 +105,6 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     if world_size() == 1:
         return model
     return DistributedDataParallel(model, forward_sync_buffers=False)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside torch.compile's and DDP's wrappers (for its own methods, e.g. GPT.subnetwork)."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def mean(value: torch.Tensor) -> torch.Tensor:

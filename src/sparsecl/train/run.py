@@ -59,10 +59,6 @@ def _resume_dir(arm: str, fingerprint: str) -> Path:
     return folder
 
 
-def _check_masks(model: GPT) -> None:
-    distributed.check_identical("masks", {n: m.mask for n, m in model.masked_layers().items() if m.mask is not None})
-
-
 def _step_log(live_dir: str, history: Path) -> StepLog | None:
     """Rank 0's step log; the other ranks log nothing."""
     return StepLog(live_dir, history) if distributed.is_main() else None
@@ -143,10 +139,10 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     arm = f"pretrain-{topology}-s{seed}"
     resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["distributed"],
                                            params["pretrain"], domain,
-                                           blob["sha256"], data.manifest["domains"][domain]["train"]["sha256"]))
+                                           blob["sha256"], data.meta(domain, "train")["sha256"]))
     torch.manual_seed(seed)
     model = GPT(config_from_params(params, data.vocab_size), masks=blob["masks"]).to(device)
-    _check_masks(model)
+    distributed.check_identical("masks", blob["sha256"])  # load_masks checked it against the contents
     meta = dict(topology=topology, seed=seed)
     main = distributed.is_main()
     if main and not (resume / "init.pt").exists():
@@ -174,21 +170,22 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     order = params["data"]["order"]
     arm = f"{topology}-{mechanism}-s{seed}"
     start_ckpt = Path(pretrain_dir) / "model.pt"
-    resume = _resume_dir(arm, _fingerprint(params["train"], params["distributed"], params["phase"], order, settings, blob["sha256"],
-                                           sha256_file(start_ckpt), [data.meta(d, "train")["sha256"] for d in order]))
+    resume = _resume_dir(arm, _fingerprint(params["train"], params["distributed"], params["phase"], order, settings,
+                                           blob["sha256"], sha256_file(start_ckpt),
+                                           [data.meta(d, "train")["sha256"] for d in order]))
     mech = make_mechanism(mechanism, settings, seed)
     # Continue from the last finished phase if an earlier run was killed.
     done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
     first = max(done, default=0) + 1
     model, ck = load_checkpoint(resume / f"phase{first - 1}.pt" if done else start_ckpt, blob, device)
-    _check_masks(model)
+    distributed.check_identical("masks", blob["sha256"])  # load_checkpoint checked the model's masks against it
+    data.require(order, model.cfg.block_size)  # before the mechanism's work on the pretrained model
     main = distributed.is_main()
     if done:
         mech.load_state_dict(ck["mechanism_state"])
         distributed.print_main(f"[{arm}] resuming after finished phase {first - 1}")
     else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
         mech.end_phase(0, order[0], model, data.array(order[0], "train"))
-    data.require(order, model.cfg.block_size)
     log = _step_log(live_dir, resume / "steplog.jsonl")
     summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
     for k in range(first, len(order)):
