@@ -6,7 +6,6 @@ from sparsecl.data.tokens import TokenData
 from sparsecl.device import resolve_device
 from sparsecl.io import write_json
 from sparsecl.metrics.evaluate import loss_matrix
-from sparsecl.model.checkpoint import load_checkpoint
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, latency
 from sparsecl.topology.store import load_masks
 
@@ -20,11 +19,10 @@ def main(params, args):
                    **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
     domains = list(dict.fromkeys(order))  # every checkpoint on every distinct domain, once each
     masks = load_masks(f"data/masks/{base}.pt")
-    losses = loss_matrix(checkpoints, masks, TokenData("data/tokens"), domains,
-                         resolve_device(params["device"]))
+    losses, final = loss_matrix(checkpoints, masks, TokenData("data/tokens"), domains,
+                                resolve_device(params["device"]))
     # Seed 004's inference complexity of the final model: counts in the metrics (deterministic), the
     # measured CPU latency of its exported sparse form in a file of its own (wall-clock, differs every run).
-    final, _ = load_checkpoint(list(checkpoints.values())[-1], masks, "cpu")
     sparse = export_sparse(final)
     write_json(f"metrics/eval/{arm}.json", {"loss": losses, "inference": inference_complexity(final, sparse)})
     write_json(f"inference/{arm}.json", latency(final, sparse, repeats=10))

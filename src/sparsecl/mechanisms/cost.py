@@ -13,8 +13,7 @@ import torch
 
 
 def _active(layer) -> torch.Tensor:
-    weight = layer.weight if layer.mask is None else layer.weight * layer.mask
-    return (weight != 0).float()
+    return (layer.effective_weight != 0).float()
 
 
 def layer_weights(block) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ def magnitude_masks(model, rho: float) -> dict[str, torch.Tensor]:
     block (fewer if its topology keeps fewer)."""
     masks = {}
     for name, layer in model.masked_layers().items():
-        weight = layer.weight if layer.mask is None else layer.weight * layer.mask
+        weight = layer.effective_weight
         n_out, n_in = layer.block_shape
         blocks = weight.abs().reshape(layer.blocks, n_out * n_in)
         active = (blocks != 0).sum(1)

@@ -79,13 +79,14 @@ def final_summary(L, untrained, first=None) -> dict[str, float]:
     L, first = _check(L, first)
     T = L.shape[0] - 1
     final = L[T, : len(first)]
+    forgetting = forgetting_per_domain(L, first)
     return {"final_avg_loss": float(final.mean()),
             "final_ppl_geomean": float(math.exp(final.mean())),  # geometric mean of per-domain perplexities
-            "forgetting": average_forgetting(L, first),
+            "forgetting": float(forgetting.mean()),
             "bwt": backward_transfer(L, first),
             "fwt_vs_untrained": forward_transfer(L, untrained, first),
             "core_final_loss": float(L[T, 0]),
-            "core_forgetting": float(forgetting_per_domain(L, first)[0]) if T > 0 else 0.0}
+            "core_forgetting": float(forgetting[0]) if T > 0 else 0.0}
 
 
 def crossover(sparse, dense, persist: int = 1) -> float | None:

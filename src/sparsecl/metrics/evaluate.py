@@ -25,9 +25,9 @@ def mean_nll(model, windows: torch.Tensor, device: torch.device, batch_size: int
 
 
 def loss_matrix(checkpoints: dict[str, Path], mask_blob: dict, data: TokenData, domains: list[str],
-                device: torch.device) -> dict[str, dict[str, float]]:
+                device: torch.device) -> tuple[dict[str, dict[str, float]], torch.nn.Module]:
     """{checkpoint label: {domain: loss}} on windows that are identical for every model (each domain's
-    evaluation budget is fixed by the tokenize stage's manifest)."""
+    evaluation budget is fixed by the tokenize stage's manifest), and the last checkpoint's model."""
     windows = None
     out = {}
     for label, path in checkpoints.items():
@@ -37,4 +37,4 @@ def loss_matrix(checkpoints: dict[str, Path], mask_blob: dict, data: TokenData, 
                                        model.cfg.block_size) for d in domains}
         out[label] = {d: mean_nll(model, windows[d], device) for d in domains}
         print(f"[evaluate] {label}: " + " ".join(f"{d}={v:.3f}" for d, v in out[label].items()), flush=True)
-    return out
+    return out, model

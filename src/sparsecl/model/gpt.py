@@ -60,9 +60,13 @@ class MaskedLinear(nn.Linear):
     def density(self) -> float:
         return 1.0 if self.mask is None else float(self.mask.mean())
 
+    @property
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the layer multiplies: masked entries are 0."""
+        return self.weight if self.mask is None else self.weight * self.mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight if self.mask is None else self.weight * self.mask
-        return F.linear(x, weight, self.bias)
+        return F.linear(x, self.effective_weight, self.bias)
 
 
 def kwta(h: torch.Tensor, k: int) -> torch.Tensor:

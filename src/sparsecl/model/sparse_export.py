@@ -39,9 +39,7 @@ class SparseLinear(nn.Module):
 
     def __init__(self, layer: nn.Linear, feature_major: bool = False):
         super().__init__()
-        weight = layer.weight.detach()
-        if getattr(layer, "mask", None) is not None:
-            weight = weight * layer.mask
+        weight = getattr(layer, "effective_weight", layer.weight).detach()  # an nn.Linear has no mask
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.feature_major = feature_major
         rows, cols = weight.nonzero(as_tuple=True)  # row-major order, as CSR stores them
@@ -70,8 +68,7 @@ class SparseLinear(nn.Module):
 
 
 def nonzeros(layer: MaskedLinear) -> int:
-    weight = layer.weight if layer.mask is None else layer.weight * layer.mask
-    return int((weight != 0).sum())
+    return int((layer.effective_weight != 0).sum())
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
@@ -30,6 +31,11 @@ class Arm:
     def name(self) -> str:
         return arm_name(self.topology, self.mechanism, self.seed)
 
+    @cached_property
+    def curves(self) -> dict[str, np.ndarray]:
+        """The two curves the crossover is read on, one value per phase."""
+        return {"seen_mean": seen_mean_loss(self.L, self.first), "core": self.L[:, 0]}
+
 
 def arm_name(topology: str, mechanism: str, seed: int) -> str:
     return f"{topology}-{mechanism}-s{seed}"
@@ -47,11 +53,6 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
                 untrained = np.array([losses["untrained"][d] for d in domains])
                 arms.append(Arm(topology, mechanism, seed, L, untrained, first))
     return arms
-
-
-def curves(a: Arm) -> dict[str, np.ndarray]:
-    """The two curves the crossover is read on, one value per phase."""
-    return {"seen_mean": seen_mean_loss(a.L, a.first), "core": a.L[:, 0]}
 
 
 def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
@@ -72,8 +73,8 @@ def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, i
         if a.topology == "dense" or dense is None:
             continue
         entry = {}
-        for curve, values in curves(a).items():
-            x = crossover(values, curves(dense)[curve], persist=params["analysis"]["crossover_persist"])
+        for curve, values in a.curves.items():
+            x = crossover(values, dense.curves[curve], persist=params["analysis"]["crossover_persist"])
             entry[f"{curve}_crossed"] = int(x is not None)
             if x is not None:  # absent (not a fake number) when it never crosses
                 tokens = pre + x * per
@@ -110,7 +111,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots_dir = Path(plots_dir)
     # DVC-native plot data: one row per phase, one column per arm.
     for name in ("seen_mean", "core"):
-        rows = [{"phase": j, **{a.name: round(float(curves(a)[name][j]), 6) for a in arms}} for j in range(len(order))]
+        rows = [{"phase": j, **{a.name: round(float(a.curves[name][j]), 6) for a in arms}} for j in range(len(order))]
         write_text(plots_dir / "data" / f"{name}_loss.csv", csv_text(rows))
     plots.domain_curves(arms, order, plots_dir / "domain_loss.png")
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")

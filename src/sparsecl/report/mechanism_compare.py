@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from sparsecl.report.plots import save_figure  # first: plots selects the Agg backend
+import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from sparsecl.io import read_json  # noqa: E402
-from sparsecl.report.plots import save_figure  # noqa: E402
+from sparsecl.io import read_json
 
 MARKERS = "o^sDvP*X"
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparsecl.io import atomic_path  # noqa: E402
-from sparsecl.metrics.continual import first_phases, seen_mean_loss  # noqa: E402
+from sparsecl.metrics.continual import first_phases  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
@@ -71,11 +71,10 @@ def dense_vs_sparse(arms, order: list[str], cross: dict, path: Path) -> None:
     each arm's crossover with dense marked by a dotted line of its colour; phases that train the core domain shaded."""
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.4 * len(order)), 3.5))
     _shade_training(axes[1], order, order[0])
-    for ax, (curve, title, fn) in zip(axes, (("seen_mean", "mean loss over seen domains",
-                                              lambda a: seen_mean_loss(a.L, a.first)),
-                                             ("core", f"core domain ({order[0]})", lambda a: a.L[:, 0]))):
+    for ax, (curve, title) in zip(axes, (("seen_mean", "mean loss over seen domains"),
+                                         ("core", f"core domain ({order[0]})"))):
         for a in arms:
-            line, = ax.plot(range(len(order)), fn(a), marker="o", ms=3, label=a.name,
+            line, = ax.plot(range(len(order)), a.curves[curve], marker="o", ms=3, label=a.name,
                             ls="--" if a.topology == "dense" else "-")
             c = cross.get(f"{a.name}_vs_dense", {})
             if c.get(f"{curve}_crossed"):
