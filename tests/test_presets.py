@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,11 @@ def test_flags_are_dotted_keys_with_yaml_values():
 def test_every_preset_gives_valid_params(preset):
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     validate(merged(base, yaml.safe_load(preset.read_text()) or {}))
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_flags_reach_dvc_intact_through_the_shell(preset):
+    """`dvc exp run $(python -m sparsecl.presets NAME)`: the words the shell passes on are the flags."""
+    out = subprocess.run(["bash", "-c", f'printf "%s\\n" $("{sys.executable}" -m sparsecl.presets {preset.stem})'],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == set_flags(yaml.safe_load(preset.read_text()) or {})

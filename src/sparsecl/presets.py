@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 import yaml
@@ -54,7 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         print("\n".join(f"{k} = {v}" for k, v in flatten(overlay).items()))
     else:
-        print(" ".join(shlex.quote(f) for f in set_flags(overlay)))
+        flags = set_flags(overlay)
+        # Printed for `$(...)`, which splits words but does not remove quotes: so no quotes, and no spaces.
+        spaced = [f for f in flags if any(c.isspace() for c in f)]
+        if spaced:
+            raise SystemExit(f"error: {path}: values with spaces cannot pass through $(...): {spaced}")
+        print(" ".join(flags))
 
 
 if __name__ == "__main__":
