@@ -54,7 +54,7 @@ class ReservoirBuffer:
             was_training = model.training
             model.eval()
             # In batches: the logits of all entering sequences at once would take sequences x block x vocab
-            # floats (1 GB for the default LoRD arm, ~100 GB at the GPU presets' vocabulary and context).
+            # floats (1 GB for the default LoRD arm, ~8 GB at the GPU presets' 1024-token context).
             values, indices = map(torch.cat, zip(*(model(r[:, :-1])[0].float().topk(self.logit_topk, dim=-1)
                                                    for r in rows.split(OFFER_BATCH))))
             model.train(was_training)

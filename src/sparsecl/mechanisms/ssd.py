@@ -28,8 +28,9 @@ from sparsecl.mechanisms.cost import forward_flops, param_bytes
 
 class SoftenedKL(torch.autograd.Function):
     """Mean over positions of KL(softmax(teacher / T) || softmax(student / T)) over the last dim, with its
-    gradient (softmax(student / T) - softmax(teacher / T)) / T made in the forward pass: over a 4096-token
-    vocabulary this costs about half of what autograd through log_softmax and kl_div does."""
+    gradient (softmax(student / T) - softmax(teacher / T)) / T made in the forward pass: forward and backward
+    over (16, 128, 4096) take 0.7x the time of autograd through log_softmax and kl_div (84 vs 121 ms, 2-core
+    CPU, side by side; same gradient to 1e-14)."""
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
