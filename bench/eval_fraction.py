@@ -2,7 +2,7 @@
 work, both at rates measured side by side in one process on the model shape of params.yaml.
 
     python bench/eval_fraction.py              # the run params.yaml describes
-    python bench/eval_fraction.py --tiny       # smoke run (CI)
+    python bench/eval_fraction.py --tiny       # smoke run
 
 Training: every arm's tokens (pretraining per topology and seed, each later phase per arm) at the measured
 seconds per optimizer step of plain training (mechanism `none`; the mechanisms' extra work makes training
@@ -20,7 +20,7 @@ from common import bench_params, bench_parser
 from train_throughput import time_training
 
 from sparsecl.metrics.evaluate import mean_nll
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.model import GPT, config_from_params
 from sparsecl.model.sparse_export import export_sparse, latency
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import steps_for
@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     params = bench_params(args)
     tcfg, order = params["train"], params["data"]["order"]
-    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    cfg = config_from_params(params, args.vocab)
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = GPT(cfg, masks=make_masks(params, "random", 0))
@@ -53,10 +53,11 @@ def main() -> None:
     train_steps = (topologies_x_seeds * steps_for(params["pretrain"]["tokens"], tcfg, cfg.block_size)
                    + arms * (len(order) - 1) * steps_for(params["phase"]["tokens"], tcfg, cfg.block_size))
     train_s = train_steps * step_s * tcfg["grad_accum"]
-    eval_s = arms * ((len(order) + 1) * len(order) * len(windows) * window_s + latency_s)
+    domains = len(dict.fromkeys(order))  # every checkpoint on every distinct domain (pipeline/evaluate.py)
+    eval_s = arms * ((len(order) + 1) * domains * len(windows) * window_s + latency_s)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, {arms} arms")
     print(f"training: {train_steps:,} steps x {step_s * 1e3:.1f} ms = {train_s:,.0f} s")
-    print(f"evaluation: {arms} arms x {len(order) + 1} checkpoints x {len(order)} domains x {len(windows)} windows "
+    print(f"evaluation: {arms} arms x {len(order) + 1} checkpoints x {domains} domains x {len(windows)} windows "
           f"x {window_s * 1e3:.2f} ms + latency {latency_s:.2f} s per arm = {eval_s:,.1f} s")
     print(f"evaluation / (training + evaluation): {eval_s / (train_s + eval_s):.1%}")
 

@@ -3,7 +3,7 @@
 (round-robin) in one process on the default shapes.
 
     python bench/lm_head_loss.py            # default model shape and batch from params.yaml
-    python bench/lm_head_loss.py --tiny     # smoke run (CI)
+    python bench/lm_head_loss.py --tiny     # smoke run
 
 Prints figures only; it asserts nothing about time.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from common import bench_params, bench_parser
 
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.model import GPT, config_from_params
 from sparsecl.model.gpt import lm_head_loss, loss_chunk_rows
 from sparsecl.model.sparse_export import time_calls
 
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     params = bench_params(args)
-    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    cfg = config_from_params(params, args.vocab)
     n = params["train"]["batch_size"] * cfg.block_size
     chunk = loss_chunk_rows(cfg.vocab_size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} tokens x width {cfg.n_embd} x "

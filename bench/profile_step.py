@@ -3,16 +3,16 @@ work that dominates `dvc repro`), operators by self CPU time with their input sh
 
     python bench/profile_step.py                        # dense, default shapes from params.yaml
     python bench/profile_step.py --topology random      # the masked model at params' density
-    python bench/profile_step.py --tiny --steps 1       # smoke run (CI)
+    python bench/profile_step.py --tiny --steps 1       # smoke run
 
 Prints the profiler's table only; it asserts nothing about time.
 """
 from __future__ import annotations
 
 import torch
-from common import bench_params, bench_parser
+from common import bench_params, bench_parser, train_step
 
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.model import GPT, config_from_params
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import make_optimizer
 
@@ -24,17 +24,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=15, help="operators to list")
     args = ap.parse_args()
     params = bench_params(args)
-    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    cfg = config_from_params(params, args.vocab)
     torch.manual_seed(0)
     model = GPT(cfg, masks=make_masks(params, args.topology, 0))
     opt = make_optimizer(model, params["train"], torch.device("cpu"))
     idx = torch.randint(0, cfg.vocab_size, (params["train"]["batch_size"], cfg.block_size + 1))
 
     def step():
-        model(idx[:, :-1], idx[:, 1:], return_logits=False)[1].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params["train"]["grad_clip"])
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, model, opt, idx, params["train"]["grad_clip"], torch.device("cpu"))
 
     step()  # warm-up
     with torch.profiler.profile(record_shapes=True) as prof:

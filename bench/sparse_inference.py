@@ -3,7 +3,7 @@ CPU, at several densities and batch sizes, all measured side by side (round-robi
 
     python bench/sparse_inference.py                    # default model shape from params.yaml
     python bench/sparse_inference.py --width 512        # a wider model (n_embd 512, 8 heads)
-    python bench/sparse_inference.py --tiny --repeats 2 # smoke run (CI)
+    python bench/sparse_inference.py --tiny --repeats 2 # smoke run
 
 A call is one next token: a full context of block_size tokens through the blocks (no KV cache) and the LM
 head at the last position. Every matrix is exported sparse here, whatever its density, to show where
@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from common import bench_params, bench_parser
 
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.model import GPT, config_from_params
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, next_token_logits, time_calls
 from sparsecl.topology.store import make_masks
 
@@ -54,7 +54,7 @@ def main() -> None:
     params = bench_params(args)
     if args.width:
         params["model"].update(n_embd=args.width, n_head=max(1, args.width // 64))
-    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    cfg = config_from_params(params, args.vocab)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, "
           f"vocab {args.vocab}; median of {args.repeats} round-robin calls")
     torch.manual_seed(0)

@@ -3,7 +3,7 @@ matmul rate measured in the same process (and, on a GPU, MFU against the GPU's p
 
     python bench/train_throughput.py                              # CPU, default model shape from params.yaml
     python bench/train_throughput.py --device cuda --preset gpu-100m   # GPU: bf16, fused AdamW, torch.compile
-    python bench/train_throughput.py --steps 3 --tiny             # smoke run (CI)
+    python bench/train_throughput.py --steps 3 --tiny             # smoke run
 
 On CUDA the step is the pipeline's: bf16 autocast, fused AdamW, `torch.compile` when the params ask for it
 (the presets do), flash attention through SDPA. MFU = model FLOPs (6N + attention) per second / the peak
@@ -15,21 +15,21 @@ from __future__ import annotations
 import time
 
 import torch
-from common import bench_params, bench_parser
+from common import bench_params, bench_parser, train_step
 
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.device import resolve_device
+from sparsecl.model import GPT, config_from_params
 from sparsecl.topology.store import make_masks
-from sparsecl.device import autocast, resolve_device
 from sparsecl.train.loop import make_optimizer
 
 # Peak dense bf16 tensor-core rates in TFLOP/s (vendor data sheets, without sparsity), by device name.
 PEAK_BF16_TFLOPS = {"A100": 312, "H100 PCIe": 756, "H100": 989, "H200": 989}
 
 
-def model_flops_per_token(model: GPT, active: bool) -> float:
-    """6N (forward + backward) plus the attention term 12 * n_layer * n_embd * block_size (nanoGPT / PaLM)."""
-    c = model.param_counts()
-    n = (c["params_active"] if active else c["params_total"]) - model.transformer.wpe.weight.numel()
+def model_flops_per_token(model: GPT) -> float:
+    """6N (forward + backward; N without the position embedding) plus the attention term
+    12 * n_layer * n_embd * block_size (nanoGPT / PaLM), for the dense model."""
+    n = model.param_counts()["params_total"] - model.transformer.wpe.weight.numel()
     cfg = model.cfg
     return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
@@ -51,11 +51,7 @@ def time_training(model: GPT, params: dict, steps: int, device: torch.device) ->
         if i == warmup:
             synchronize(device)
             t0 = time.perf_counter()
-        with autocast(device):
-            loss = step_fn(x[:, :-1], x[:, 1:], return_logits=False)[1]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(step_fn, model, opt, x, params["train"]["grad_clip"], device)
     synchronize(device)
     return (time.perf_counter() - t0) / steps
 
@@ -88,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     params = bench_params(args)
     device = resolve_device(args.device)
-    cfg = GPTConfig(vocab_size=args.vocab, **params["model"])
+    cfg = config_from_params(params, args.vocab)
     tokens_per_step = params["train"]["batch_size"] * cfg.block_size
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, model {params['model']}, "
@@ -106,7 +102,7 @@ def main() -> None:
     print(f"masked sparse (density {params['density']}) / dense throughput: {dense_sec / rows['random'][0]:.3f}")
     n = 256 if args.tiny else (8192 if device.type == "cuda" else 1024)
     matmul = matmul_rate(n, 3 if args.tiny else 20, device)
-    achieved = model_flops_per_token(dense_model, active=False) * tokens_per_step / dense_sec
+    achieved = model_flops_per_token(dense_model) * tokens_per_step / dense_sec
     print(f"dense matmul rate: {matmul / 1e9:.1f} GFLOP/s; dense model FLOP rate (6N + attention): "
           f"{achieved / 1e9:.1f} GFLOP/s = {achieved / matmul:.1%} of matmul")
     peak = peak_tflops(device, args.peak_tflops)
