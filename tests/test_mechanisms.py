@@ -87,7 +87,8 @@ def test_masked_weights_stay_zero_and_costs_are_counted(toy_params, tmp_path, na
         assert torch.count_nonzero(layer.weight[~layer.mask.bool()]) == 0
     plain = 2 * 3 * forward_flops(model) * 1536  # two phases of forward + backward
     assert mech.flops > 0.5 * plain
-    assert mech.extra_memory_bytes() >= 0 and all(math.isfinite(v) for v in flat(mech.metrics()))
+    holds_state = name not in ("none", "postprune")  # a Fisher, a buffer or a teacher
+    assert (mech.extra_memory_bytes() > 0) == holds_state and all(math.isfinite(v) for v in flat(mech.metrics()))
 
 
 def flat(d):
@@ -176,7 +177,10 @@ def test_ssd_frequencies_selection_and_loss_with_student_equal_to_teacher(toy_pa
     assert torch.allclose(mech.freqs[0], fired)
     assert torch.allclose(mech.freqs[0].sum(1), torch.full((len(acts),), float(settings["k"])))
     assert mech.selected[0].shape == (toy_params["model"]["n_layer"], round(settings["n_ratio"] * settings["k"]))
-    assert torch.equal(mech.selected[0], mech.freqs[0].topk(settings["k"], dim=1).indices.sort(dim=1).values)
+    # The selected units are the most frequent ones: none left out fires more often than one selected.
+    selected = torch.zeros_like(mech.freqs[0], dtype=torch.bool).scatter_(1, mech.selected[0], True)
+    for freq, sel in zip(mech.freqs[0], selected):
+        assert freq[sel].min() >= freq[~sel].max()
     # Student == teacher (the start of a phase): both KL terms vanish and the loss is alpha * CE.
     mech.begin_phase(1, "d1", model)
     x = torch.from_numpy(DOMAINS[1][:66].astype(np.int64)).view(2, -1)

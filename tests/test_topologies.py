@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsecl.model import GPT, GPTConfig
 from sparsecl.params import ParamsError, validate
 from sparsecl.topology import TOPOLOGIES, brf
 from sparsecl.topology.allocation import allocate, spread
@@ -127,9 +128,13 @@ def test_diagnostics_of_every_topology_are_numbers_and_consistent(toy_params, to
     toy_params["topology"] |= {"brf": SETTINGS, "expander": {"allocation": "uniform"}}
     d = diagnostics(make_masks(toy_params, topology, 0), toy_params)
     s = d["summary"]
-    assert s["nnz"] == sum(v["nnz"] for v in d["layers"].values())
     assert s["density"] == pytest.approx(1.0 if topology == "dense" else 0.1, abs=1e-3)
-    assert s["model_active_non_embedding"] - s["nnz"] == s["model_params_non_embedding"] - s["sparsified_params"]
+    # The counts agree with a model built with these masks (its token embedding: vocab 1 x n_embd).
+    counts = GPT(GPTConfig(vocab_size=1, **toy_params["model"]), masks=make_masks(toy_params, topology, 0)).param_counts()
+    n_embd = toy_params["model"]["n_embd"]
+    assert s["nnz"] == counts["sparsified_kept"] and s["sparsified_params"] == counts["sparsified_params"]
+    assert s["model_active_non_embedding"] == counts["params_active"] - n_embd
+    assert s["model_params_non_embedding"] == counts["params_total"] - n_embd
     for layer in d["layers"].values():
         assert layer["sigma2"] >= 0 and layer["ramanujan_bound"] > 0
         assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in layer.values())
