@@ -18,10 +18,6 @@ DERPP_SCHEMA = {**REPLAY_SCHEMA, "alpha": number(0), "beta": number(0), "logit_t
 class DarkExperienceReplay(ExperienceReplay):
     SCHEMA = DERPP_SCHEMA
 
-    def __init__(self, settings: dict, seed: int = 0):
-        self.logit_topk = settings["logit_topk"]
-        super().__init__(settings, seed)
-
     def replay_loss(self, model):
         s = self.settings
         bx, _, slots = self.buffer.sample(s["replay_batch"], self.rng)

@@ -18,11 +18,11 @@ REPLAY_SCHEMA = {"buffer_size": number(1, integer=True), "replay_batch": number(
 
 class ExperienceReplay(Mechanism):
     SCHEMA = {**REPLAY_SCHEMA, "weight": number(0)}
-    logit_topk = 0  # top-k logits stored with each sequence (DER++)
 
     def __init__(self, settings: dict, seed: int = 0):
         super().__init__(settings, seed)
-        self.buffer = ReservoirBuffer(settings["buffer_size"], self.logit_topk)
+        # DER++ (and LoRD) also store each sequence's top `logit_topk` logits.
+        self.buffer = ReservoirBuffer(settings["buffer_size"], settings.get("logit_topk", 0))
 
     def begin_phase(self, phase, domain, model) -> None:
         super().begin_phase(phase, domain, model)
@@ -34,7 +34,7 @@ class ExperienceReplay(Mechanism):
 
     def insert(self, model, windows) -> None:
         entered = self.buffer.offer(windows, self.rng, model)
-        if self.logit_topk:  # the stored logits cost a forward pass of the sequences that entered
+        if self.buffer.logit_topk:  # the stored logits cost a forward pass of the sequences that entered
             self.flops += forward_flops(model) * entered * model.cfg.block_size
 
     def loss(self, model, x, y):
