@@ -7,6 +7,7 @@ from sparsecl.device import resolve_device
 from sparsecl.io import write_json
 from sparsecl.metrics.evaluate import loss_matrix
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, latency
+from sparsecl.model.checkpoint import speed_checkpoint
 from sparsecl.topology.store import load_masks
 
 
@@ -15,16 +16,20 @@ def main(params, args):
     arm = f"{args.topology}-{args.mechanism}-s{args.seed}"
     order = params["data"]["order"]
     pre, seq = Path(f"models/pretrain/{base}"), Path(f"models/sequential/{arm}")
-    checkpoints = {"untrained": pre / "init.pt", f"phase0_{order[0]}": pre / "model.pt",
-                   **{f"phase{k}_{order[k]}": seq / f"phase{k}.pt" for k in range(1, len(order))}}
     domains = list(dict.fromkeys(order))  # every checkpoint on every distinct domain, once each
+    # Learning speed: a phase's early checkpoint on the domain it is learning, first (the last one evaluated
+    # is the final model).
+    checkpoints = {**{f"early{k}_{order[k]}": (seq / speed_checkpoint(k), [order[k]]) for k in range(1, len(order))},
+                   "untrained": (pre / "init.pt", domains), f"phase0_{order[0]}": (pre / "model.pt", domains),
+                   **{f"phase{k}_{order[k]}": (seq / f"phase{k}.pt", domains) for k in range(1, len(order))}}
     masks = load_masks(f"data/masks/{base}.pt")
-    losses, final = loss_matrix(checkpoints, masks, TokenData("data/tokens"), domains,
-                                resolve_device(params["device"]))
+    losses, final = loss_matrix(checkpoints, masks, TokenData("data/tokens"), resolve_device(params["device"]))
+    early = {label: losses.pop(label) for label in list(losses) if label.startswith("early")}
     # Seed 004's inference complexity of the final model: counts in the metrics (deterministic), the
     # measured CPU latency of its exported sparse form in a file of its own (wall-clock, differs every run).
     sparse = export_sparse(final)
-    write_json(f"metrics/eval/{arm}.json", {"loss": losses, "inference": inference_complexity(final, sparse)})
+    write_json(f"metrics/eval/{arm}.json", {"loss": losses, "early": early,
+                                            "inference": inference_complexity(final, sparse)})
     write_json(f"inference/{arm}.json", latency(final, sparse, repeats=10))
 
 

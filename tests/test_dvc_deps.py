@@ -18,7 +18,8 @@ NOT_FOLLOWED = {
 # Registries import every member; a stage's deps name the members it runs (or the whole folder).
 REGISTRIES = {"sparsecl.mechanisms", "sparsecl.topology"}
 # Members a stage runs through a registry, by name.
-RUNS = {"pretrain": {"sparsecl.mechanisms.none", "sparsecl.mechanisms.base"}}
+PLAIN = {"sparsecl.mechanisms.none", "sparsecl.mechanisms.base"}  # plain training: the `none` mechanism
+RUNS = {"pretrain": PLAIN, "lr_search": PLAIN, "reference": PLAIN}
 
 
 def module_file(name: str) -> Path | None:

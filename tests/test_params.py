@@ -37,7 +37,7 @@ def test_density_one_is_allowed(toy_params):
 def test_unknown_topology_lists_allowed(toy_params):
     toy_params["topologies"] = ["dense", "smallworld"]
     msg = error_of(toy_params)
-    assert "topologies[1]" in msg and "'smallworld'" in msg and "brf, dense, erk, expander, random" in msg
+    assert "topologies[1]" in msg and "'smallworld'" in msg and "brf, dense, erk, expander, narrow, random" in msg
 
 
 def test_unknown_mechanism_lists_allowed(toy_params):

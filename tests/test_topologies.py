@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecl.model import GPT, GPTConfig
+from sparsecl.model import GPT, GPTConfig, layer_blocks
 from sparsecl.params import ParamsError, validate
 from sparsecl.topology import TOPOLOGIES, brf
 from sparsecl.topology.allocation import allocate, spread
@@ -13,14 +13,14 @@ from sparsecl.topology.store import diagnostics, make_masks, spectral
 # q,k,v layer of three logical matrices.
 SHAPES = {"square": (1, (64, 64)), "wide": (1, (256, 64)), "narrow": (1, (64, 256)), "qkv": (3, (64, 64))}
 DENSITIES = (0.01, 0.05, 0.3)
-SPARSE = sorted(set(TOPOLOGIES) - {"dense"})
+SPARSE = sorted(set(TOPOLOGIES) - {"dense", "narrow"})  # narrow: the dense capacity control, tested below
 SETTINGS = {"allocation": "uniform", "randomness": 0.0, "degree_dist": "fixed"}
 
 
-def build(topology, density, seed=0, blocks=SHAPES, **settings):
+def build(topology, density, seed=0, blocks=SHAPES, n_head=4, **settings):
     schema = TOPOLOGIES[topology].SCHEMA
-    s = {k: v for k, v in (SETTINGS | settings).items() if k in schema}
-    return TOPOLOGIES[topology].build(blocks, density, s, np.random.default_rng(seed))
+    s = {k: v for k, v in (SETTINGS | settings).items() if k in schema or k == "n_head"}
+    return TOPOLOGIES[topology].build(blocks, density, s | {"n_head": n_head}, np.random.default_rng(seed))
 
 
 def logical(masks, name, blocks=SHAPES):
@@ -128,7 +128,8 @@ def test_diagnostics_of_every_topology_are_numbers_and_consistent(toy_params, to
     toy_params["topology"] |= {"brf": SETTINGS, "expander": {"allocation": "uniform"}}
     d = diagnostics(make_masks(toy_params, topology, 0), toy_params)
     s = d["summary"]
-    assert s["density"] == pytest.approx(1.0 if topology == "dense" else 0.1, abs=1e-3)
+    # The capacity control matches the sparse arms' count per block, not per matrix: within 2% here.
+    assert s["density"] == pytest.approx(1.0 if topology == "dense" else 0.1, rel=0.02 if topology == "narrow" else 0.01)
     # The counts agree with a model built with these masks (its token embedding: vocab 1 x n_embd).
     counts = GPT(GPTConfig(vocab_size=1, **toy_params["model"]), masks=make_masks(toy_params, topology, 0)).param_counts()
     n_embd = toy_params["model"]["n_embd"]
@@ -136,8 +137,43 @@ def test_diagnostics_of_every_topology_are_numbers_and_consistent(toy_params, to
     assert s["model_active_non_embedding"] == counts["params_active"] - n_embd
     assert s["model_params_non_embedding"] == counts["params_total"] - n_embd
     for layer in d["layers"].values():
-        assert layer["sigma2"] >= 0 and layer["ramanujan_bound"] > 0
+        assert layer["sigma2"] >= 0 and (layer["ramanujan_bound"] > 0 or topology == "narrow")
         assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in layer.values())
+
+
+@pytest.mark.parametrize("density", DENSITIES)
+def test_capacity_control_has_the_sparse_arms_active_block_weights_within_2_percent(density):
+    """At the default shape (4 layers, width 128, 4 heads): a dense model of narrower inner widths whose
+    block weights are within 2% of the random arm's, with whole rows and columns and every head kept."""
+    blocks = dict(layer_blocks(GPTConfig(vocab_size=1)))
+    narrow = build("narrow", density, blocks=blocks, n_head=4)
+    sparse = build("random", density, blocks=blocks)
+    kept, target = (sum(int(m.sum()) for m in masks.values()) for masks in (narrow, sparse))
+    assert abs(kept / target - 1) < 0.02, (kept, target)
+    for i in range(4):
+        qkv, fc = narrow[f"transformer.h.{i}.attn.c_attn"], narrow[f"transformer.h.{i}.mlp.c_fc"]
+        rows = fc.any(1)
+        assert torch.equal(fc[rows], torch.ones_like(fc[rows])) and 1 <= int(rows.sum()) < 512  # whole units
+        assert torch.equal(narrow[f"transformer.h.{i}.mlp.c_proj"].any(0), rows)  # proj columns = fc rows
+        dims = qkv[:128].any(1)
+        assert torch.equal(qkv[128:256].any(1), dims) and torch.equal(qkv[256:].any(1), dims)  # q, k, v alike
+        per_head = dims.view(4, 32).sum(1)
+        assert per_head.sum() >= 1 and (density < 0.05 or len(set(per_head.tolist())) == 1)  # heads alike
+
+
+def test_capacity_control_computes_what_a_narrower_dense_network_computes():
+    """Zeroed units and inner dims get no gradient and change nothing: the masked model's output equals that
+    of the same model with the dropped weights set to arbitrary values and masked again."""
+    cfg = GPTConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=32, block_size=16)
+    masks = build("narrow", 0.25, blocks=dict(layer_blocks(cfg)), n_head=2)
+    model = GPT(cfg, masks=masks)
+    x = torch.randint(0, 50, (2, 16))
+    _, loss = model(x, x)
+    loss.backward()
+    for name, layer in model.masked_layers().items():
+        assert torch.all(layer.weight.grad[~masks[name]] == 0) and torch.all(layer.weight[~masks[name]] == 0)
+        assert layer.init_gain == pytest.approx(float(np.sqrt(layer.in_features * masks[name].any(1).sum()
+                                                               / masks[name].sum())))
 
 
 def test_topology_settings_are_validated(toy_params):

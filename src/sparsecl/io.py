@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -31,8 +32,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Refuses NaN and infinity (not JSON, and never a result) before anything is written, naming the key:
+    `metrics/summary.json: dense-none-s0.forgetting is NaN`."""
+    if (bad := non_finite(obj)) is not None:
+        where, value = bad
+        raise ValueError(f"{path}: {where or 'the value'} is {json.dumps(value)}; not written")
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """The first non-finite number in nested dicts and lists, as (its dotted key path, the value), or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where, obj)
+    if isinstance(obj, dict):
+        children = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        children = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    return next((bad for key, v in children if (bad := non_finite(v, key)) is not None), None)
 
 
 def read_json(path: str | Path) -> Any:

@@ -78,6 +78,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": INT_POS,
         "grad_accum": INT_POS,
         "lr": number(0, lo_open=True),
+        "matrix_lr_ratio": number(0, lo_open=True),
         "min_lr_ratio": number(0, 1),
         "warmup_steps": INT_NONNEG,
         "weight_decay": number(0),
@@ -89,10 +90,11 @@ SCHEMA: dict[str, Any] = {
         "compile": _bool,
     },
     "distributed": {"nproc_per_node": INT_POS},
+    "lr_search": {"factors": _list_of(number(0, lo_open=True)), "tokens": INT_POS, "seed": INT_NONNEG},
     "pretrain": {"tokens": INT_POS},
-    "phase": {"tokens": INT_POS},
+    "phase": {"tokens": INT_POS, "speed_steps": INT_POS},
     "mechanism": {name: mech.SCHEMA for name, mech in MECHANISMS.items()},
-    "analysis": {"crossover_persist": INT_POS},
+    "analysis": {"crossover_persist": INT_POS, "min_start_gap": number(0), "crossover_margin": number(0)},
 }
 
 # Sections whose sub-keys are optional (settings of arms that may not be in the run).

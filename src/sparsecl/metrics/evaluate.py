@@ -24,17 +24,19 @@ def mean_nll(model, windows: torch.Tensor, device: torch.device, batch_size: int
     return float(total) / (windows.shape[0] * (windows.shape[1] - 1))
 
 
-def loss_matrix(checkpoints: dict[str, Path], mask_blob: dict, data: TokenData, domains: list[str],
+def loss_matrix(checkpoints: dict[str, tuple[Path, list[str]]], mask_blob: dict, data: TokenData,
                 device: torch.device) -> tuple[dict[str, dict[str, float]], torch.nn.Module]:
-    """{checkpoint label: {domain: loss}} on windows that are identical for every model (each domain's
-    evaluation budget is fixed by the tokenize stage's manifest), and the last checkpoint's model."""
-    windows = None
+    """{checkpoint label: {domain: loss}} for each checkpoint on its listed domains, on windows that are
+    identical for every model (each domain's evaluation budget is fixed by the tokenize stage's manifest),
+    and the last checkpoint's model."""
+    windows: dict[str, torch.Tensor] = {}
     out = {}
-    for label, path in checkpoints.items():
+    for label, (path, domains) in checkpoints.items():
         model, _ = load_checkpoint(path, mask_blob, device)
-        if windows is None:
-            windows = {d: eval_windows(data.array(d, "val"), data.manifest["domains"][d]["eval_tokens"],
-                                       model.cfg.block_size) for d in domains}
+        for d in domains:
+            if d not in windows:
+                windows[d] = eval_windows(data.array(d, "val"), data.manifest["domains"][d]["eval_tokens"],
+                                          model.cfg.block_size)
         out[label] = {d: mean_nll(model, windows[d], device) for d in domains}
         print(f"[evaluate] {label}: " + " ".join(f"{d}={v:.3f}" for d, v in out[label].items()), flush=True)
     return out, model

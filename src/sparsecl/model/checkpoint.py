@@ -11,6 +11,12 @@ from sparsecl.model.gpt import GPT, GPTConfig
 from sparsecl.topology.store import mask_hash
 
 
+def speed_checkpoint(phase: int) -> str:
+    """The file of the checkpoint taken `phase.speed_steps` steps into a phase (its loss on that phase's
+    domain is the arm's learning speed there)."""
+    return f"phase{phase}_early.pt"
+
+
 def model_masks(model: GPT) -> dict[str, torch.Tensor]:
     return {n: m.mask.to(torch.bool) for n, m in model.masked_layers().items() if m.mask is not None}
 

@@ -61,6 +61,16 @@ class MaskedLinear(nn.Linear):
         return 1.0 if self.mask is None else float(self.mask.mean())
 
     @property
+    def init_gain(self) -> float:
+        """sqrt(n_in / mean kept inputs of a row that keeps any): the factor by which this layer's init std
+        exceeds a dense layer's, so that each output starts at the dense layer's scale. 1/sqrt(density) for
+        a random mask; 1 for the full rows of a narrow layer. The optimizer scales this matrix's lr by it."""
+        if self.mask is None:
+            return 1.0
+        kept = self.mask.sum(1)
+        return math.sqrt(self.in_features * float((kept > 0).sum()) / max(float(kept.sum()), 1.0))
+
+    @property
     def effective_weight(self) -> torch.Tensor:
         """The weight the layer multiplies: masked entries are 0."""
         return self.weight if self.mask is None else self.weight * self.mask
@@ -169,15 +179,15 @@ class GPT(nn.Module):
         return {n: m for n, m in self.named_modules() if isinstance(m, MaskedLinear)}
 
     def _init_weights(self) -> None:
-        """nanoGPT's init, with std scaled by 1/sqrt(density) so a sparse layer's effective fan-in
-        (density * n_in) gives the same activation scale as the dense layer."""
+        """nanoGPT's init, with a masked layer's std multiplied by its `init_gain`, so its effective fan-in
+        (the kept inputs of a row) gives the same activation scale as the dense layer."""
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 std = 0.02
                 if name.endswith("c_proj"):
                     std /= math.sqrt(2 * self.cfg.n_layer)  # residual projections, as in GPT-2
                 if isinstance(module, MaskedLinear):
-                    std /= math.sqrt(module.density)
+                    std *= module.init_gain
                 nn.init.normal_(module.weight, 0.0, std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)

@@ -12,7 +12,8 @@ import numpy as np
 from markdown_it import MarkdownIt  # installed with DVC (rich): the HTML rendering costs no dependency
 
 from sparsecl.io import read_json, write_json, write_text
-from sparsecl.metrics.continual import crossover, final_summary, first_phases, seen_mean_loss
+from sparsecl.metrics.continual import (crossover, final_summary, first_phases, forward_transfer_vs_scratch,
+                                        intransigence, seen_mean_loss, trained_columns)
 from sparsecl.report import mechanism_compare, plots, statistics, topology_compare
 
 VERSIONS = ("torch", "numpy", "scipy", "tokenizers", "dvc")  # the packages the numbers depend on
@@ -26,6 +27,8 @@ class Arm:
     L: np.ndarray          # (phases, distinct domains)
     untrained: np.ndarray  # (distinct domains,)
     first: np.ndarray      # the phase that first trains each domain
+    trained: np.ndarray    # the column each phase trains
+    speed: np.ndarray      # loss on each later domain after phase.speed_steps steps of its first phase
 
     @property
     def name(self) -> str:
@@ -48,11 +51,23 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
     for topology in params["topologies"]:
         for mechanism in params["mechanisms"]:
             for seed in params["seeds"]:
-                losses = read_json(Path(eval_dir) / f"{arm_name(topology, mechanism, seed)}.json")["loss"]
+                ev = read_json(Path(eval_dir) / f"{arm_name(topology, mechanism, seed)}.json")
+                losses = ev["loss"]
                 L = np.array([[losses[f"phase{j}_{order[j]}"][d] for d in domains] for j in range(len(order))])
                 untrained = np.array([losses["untrained"][d] for d in domains])
-                arms.append(Arm(topology, mechanism, seed, L, untrained, first))
+                speed = np.array([ev["early"][f"early{k}_{order[k]}"][order[k]] for k in first[1:]])
+                arms.append(Arm(topology, mechanism, seed, L, untrained, first, trained_columns(order), speed))
     return arms
+
+
+def arm_summary(a: Arm, refs: dict, domains: list[str]) -> dict[str, float]:
+    """The arm's metrics: those of its loss matrix, then those against its references (the joint model and
+    each later domain from scratch, same topology and seed) and its learning speed."""
+    s = final_summary(a.L, a.untrained, a.first, a.trained)
+    joint = np.array([refs["joint"][d] for d in domains])
+    return {**s, "learning_speed": float(a.speed.mean()), "intransigence": intransigence(a.L, joint, a.first),
+            "joint_avg_loss": float(joint.mean()), "joint_gap": s["final_avg_loss"] - float(joint.mean()),
+            "fwt_vs_scratch": forward_transfer_vs_scratch(a.L, [refs["scratch"][d] for d in domains[1:]], a.first)}
 
 
 def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
@@ -70,11 +85,12 @@ def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, i
     out = {}
     for a in arms:
         dense = by_key.get(("dense", a.mechanism, a.seed))
-        if a.topology == "dense" or dense is None:
+        if a.topology in statistics.DENSE or dense is None:
             continue
         entry = {}
         for curve, values in a.curves.items():
-            x = crossover(values, dense.curves[curve], persist=params["analysis"]["crossover_persist"])
+            x = crossover(values, dense.curves[curve], persist=params["analysis"]["crossover_persist"],
+                          margin=params["analysis"]["crossover_margin"])
             entry[f"{curve}_crossed"] = int(x is not None)
             if x is not None:  # absent (not a fake number) when it never crosses
                 tokens = pre + x * per
@@ -86,6 +102,34 @@ def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, i
     return out
 
 
+def lr_grid(params: dict, lr_dir: str | Path) -> dict[str, dict]:
+    """Per topology: its grid points (in factor order) and the chosen point."""
+    return {t: {"points": [read_json(Path(lr_dir) / "points" / f"{t}-x{f}.json") for f in params["lr_search"]["factors"]],
+                "chosen": read_json(Path(lr_dir) / f"{t}.json")} for t in params["topologies"]}
+
+
+def render_lr_grid(grid: dict, params: dict) -> list[str]:
+    """The lr grid's table: domain A's validation loss at every lr, per topology, the chosen one in bold."""
+    search, domain = params["lr_search"], params["data"]["order"][0]
+    factors = search["factors"]
+    lines = ["## Learning rates", "",
+             f"Each topology trains at the lr of its grid (train.lr {params['train']['lr']:g} x "
+             f"{', '.join(f'{f:g}' for f in factors)}) with the lowest loss on {domain}'s validation split after "
+             f"{search['tokens']:,} tokens of pretraining (seed {search['seed']}; windows beside the ones scored "
+             f"below; no later domain is read). Masked matrices take train.matrix_lr_ratio "
+             f"{params['train']['matrix_lr_ratio']:g} x their init gain times that lr. "
+             f"![lr grid](plots/lr_search.png)", "",
+             "| topology | " + " | ".join(f"lr {params['train']['lr'] * f:.3g}" for f in factors) + " | chosen |",
+             "|---" * (len(factors) + 2) + "|"]
+    for t, g in grid.items():
+        cells = ["diverged" if p["diverged"] else
+                 (f"**{p['val_loss']:.3f}**" if p["factor"] == g["chosen"]["factor"] else f"{p['val_loss']:.3f}")
+                 for p in g["points"]]
+        edge = " (grid edge: widen lr_search.factors)" if g["chosen"]["at_grid_edge"] else ""
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | {g['chosen']['lr']:.3g}{edge} |")
+    return lines + [""]
+
+
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -95,15 +139,19 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, report_path: str,
-            tokens_dir: str = "data/tokens") -> dict:
+            tokens_dir: str = "data/tokens", references_dir: str = "references", lr_dir: str = "lr_search") -> dict:
     order = params["data"]["order"]
+    domains, _ = first_phases(order)
     arms = load_arms(params, eval_dir)
     manifest = read_json(Path(tokens_dir) / "manifest.json")
-    summary = {a.name: final_summary(a.L, a.untrained, a.first) for a in arms}
+    refs = {(t, seed): read_json(Path(references_dir) / f"{t}-s{seed}.json")
+            for t in params["topologies"] for seed in params["seeds"]}
+    summary = {a.name: arm_summary(a, refs[a.topology, a.seed], domains) for a in arms}
+    grid = lr_grid(params, lr_dir)
     flops = {(t, seed): train_flops_per_token(params, metrics_dir, t, seed, manifest["vocab_size"])
              for t in params["topologies"] for seed in params["seeds"]}
     cross = crossovers(arms, params, flops)
-    seed_stats = statistics.compute(arms, summary)
+    seed_stats = statistics.compute(arms, summary, analysis=params["analysis"])
     write_json(Path(metrics_dir) / "summary.json", summary)
     write_json(Path(metrics_dir) / "crossover.json", cross)
     write_json(Path(metrics_dir) / "stats.json", seed_stats)
@@ -114,11 +162,13 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
         rows = [{"phase": j, **{a.name: round(float(a.curves[name][j]), 6) for a in arms}} for j in range(len(order))]
         write_text(plots_dir / "data" / f"{name}_loss.csv", csv_text(rows))
     plots.domain_curves(arms, order, plots_dir / "domain_loss.png")
+    plots.lr_grid(grid, plots_dir / "lr_search.png")
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
     mechanism_section = mechanism_compare.section(arms, summary, metrics_dir, plots_dir)
-    report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops), *topology_section,
+    report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops),
+                        *render_lr_grid(grid, params), *topology_section,
                         mechanism_section, *render_matrices(arms, order)])
     write_text(report_path, report)
     # HTML next to it, for a reader without a Markdown viewer.
@@ -166,16 +216,31 @@ def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict, see
     density = params["density"]
     lines = ["# sparsecl report", "", *setup_table(params, manifest, flops), "",
              "Losses are mean next-token NLL in nats on fixed validation windows. Forgetting > 0 and BWT < 0 mean "
-             "the model forgot. A domain trained more than once is measured from its first training.", "",
-             *statistics.verdicts(seed_stats, cross, arms, density),
+             "the model forgot. Forgetting and BWT measure a domain from its first training; an order that "
+             "revisits domains also gets them per visit.", "",
+             *statistics.verdicts(seed_stats, density, analysis=params["analysis"]),
              "## Summary", "",
-             "| arm | final avg loss | geo-mean ppl | forgetting | BWT | FWT vs untrained | "
-             f"{order[0]}: after pretrain -> final |",
-             "|---|---|---|---|---|---|---|"]
+             "Plasticity is the loss on each domain right after its (first) training, learning speed the loss on "
+             f"a new domain after {params['phase']['speed_steps']} steps of its phase; intransigence is plasticity "
+             "minus the joint reference's loss (the same topology trained on all domains at once with the whole "
+             "budget), FWT vs scratch how much lower plasticity is than one phase of training from the untrained "
+             "model. Lower is better for every loss; forgetting is read beside plasticity: an arm that learned "
+             "less has less to forget.", "",
+             "| arm | final avg loss | forgetting | BWT | plasticity | learning speed | intransigence | "
+             f"gap to joint | FWT vs scratch | {order[0]}: after pretrain -> final |",
+             "|---" * 10 + "|"]
     for a in arms:
         s = summary[a.name]
-        lines.append(f"| {a.name} | {s['final_avg_loss']:.3f} | {s['final_ppl_geomean']:.1f} | {s['forgetting']:.3f} | "
-                     f"{s['bwt']:.3f} | {s['fwt_vs_untrained']:.3f} | {a.L[0, 0]:.3f} -> {s['core_final_loss']:.3f} |")
+        lines.append(f"| {a.name} | {s['final_avg_loss']:.3f} | {s['forgetting']:.3f} | {s['bwt']:.3f} | "
+                     f"{s['plasticity']:.3f} | {s['learning_speed']:.3f} | {s['intransigence']:.3f} | "
+                     f"{s['joint_gap']:.3f} | {s['fwt_vs_scratch']:.3f} | {a.L[0, 0]:.3f} -> {s['core_final_loss']:.3f} |")
+    if len(set(order)) < len(order):  # an order that revisits domains: per-visit figures
+        lines += ["", "The order revisits domains: per visit, forgetting and BWT from each training of a domain to "
+                      "the last phase before its next training (the domain trained last excluded).", "",
+                  "| arm | forgetting per visit | BWT per visit | " + f"{order[0]} forgetting per visit |",
+                  "|---|---|---|---|"]
+        lines += [f"| {a.name} | {summary[a.name]['forgetting_per_visit']:.3f} | {summary[a.name]['bwt_per_visit']:.3f} "
+                  f"| {summary[a.name]['core_forgetting_per_visit']:.3f} |" for a in arms]
     lines += ["", "## Dense vs sparse crossover", ""]
     if not cross:
         lines.append("No sparse arm with a dense counterpart in this run.")

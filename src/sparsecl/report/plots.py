@@ -84,3 +84,18 @@ def dense_vs_sparse(arms, order: list[str], cross: dict, path: Path) -> None:
         ax.set_ylabel("val loss (nats)")
     axes[1].legend(fontsize=7)
     save_figure(fig, path)
+
+
+def lr_grid(grid: dict, path: Path) -> None:
+    """Domain A's validation loss against the lr, one line per topology, its chosen lr marked."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for topology, g in grid.items():
+        ok = [p for p in g["points"] if not p["diverged"]]
+        line, = ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], marker="o", label=topology)
+        ax.plot(g["chosen"]["lr"], g["chosen"]["val_loss"], marker="*", markersize=14, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (train.lr x factor)")
+    ax.set_ylabel("domain A val loss (nats)")
+    ax.set_title("lr grid (star: chosen)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

@@ -21,7 +21,7 @@ def masked_blocks(params: dict) -> dict[str, tuple[int, tuple[int, int]]]:
 
 def make_masks(params: dict, topology: str, seed: int) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng([seed, zlib.crc32(topology.encode())])
-    settings = (params.get("topology") or {}).get(topology, {})
+    settings = {**(params.get("topology") or {}).get(topology, {}), "n_head": params["model"]["n_head"]}
     return TOPOLOGIES[topology].build(masked_blocks(params), params["density"], settings, rng)
 
 

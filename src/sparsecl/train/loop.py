@@ -22,14 +22,24 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def make_optimizer(model: torch.nn.Module, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:
-    # Weight decay on matrices only (nanoGPT); masked entries are 0 and decoupled decay keeps them 0.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (or SGD), weight decay on matrices only (nanoGPT); masked entries are 0 and decoupled decay keeps
+    them 0. Each masked matrix's lr is `train.matrix_lr_ratio` x its init gain (group key `lr_scale`):
+    Adam's step is the same size for every weight, so a matrix whose weights start `init_gain` times larger
+    (a sparse one) takes that many times smaller relative steps at equal lr. Scaled by its gain, every
+    topology's matrices take the same relative step, and the ratio sets that step against the embedding's
+    (README "Fair comparisons": at one lr for all, dense blocks moved sqrt(1/density) times too fast)."""
+    gains = {id(m.weight): m.init_gain for m in model.masked_layers().values()}
+    groups: dict[tuple[bool, float], list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            scale = tcfg["matrix_lr_ratio"] * gains[id(p)] if id(p) in gains else 1.0
+            groups.setdefault((p.dim() >= 2, scale), []).append(p)
+    param_groups = [{"params": ps, "weight_decay": tcfg["weight_decay"] if decay else 0.0, "lr_scale": scale}
+                    for (decay, scale), ps in groups.items()]
     if tcfg["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=tcfg["lr"], momentum=tcfg["beta1"])
-    return torch.optim.AdamW(groups, lr=tcfg["lr"], betas=(tcfg["beta1"], tcfg["beta2"]),
+        return torch.optim.SGD(param_groups, lr=tcfg["lr"], momentum=tcfg["beta1"])
+    return torch.optim.AdamW(param_groups, lr=tcfg["lr"], betas=(tcfg["beta1"], tcfg["beta2"]),
                              fused=device.type == "cuda")
 
 
@@ -60,13 +70,15 @@ class PhaseResult:
 
 def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg: dict, *, seed: int, phase: int,
                 mechanism: Mechanism, device: torch.device, resume_file: Path, label: str,
-                log: Callable[[dict], None] | None = None) -> PhaseResult:
+                log: Callable[[dict], None] | None = None,
+                on_step: Callable[[int], None] | None = None) -> PhaseResult:
     """Train `model` on `tokens` for `n_tokens`, resuming from `resume_file` if it holds this phase.
 
     The batch at each step depends only on (seed, phase, step), and model, optimizer, mechanism and RNG
     state are checkpointed together, so a killed and resumed phase ends with the same weights as an
     uninterrupted one (on CPU). Under torchrun each rank trains on its slice of every batch (DDP averages
-    the gradients) and only rank 0 logs and writes the in-phase checkpoint.
+    the gradients) and only rank 0 logs and writes the in-phase checkpoint. `on_step(steps done)` runs
+    after every optimizer step (the sequential stage saves its learning-speed checkpoint there).
     """
     block = model.cfg.block_size
     steps = steps_for(n_tokens, tcfg, block)
@@ -98,7 +110,7 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
     for step in range(start, steps):
         lr = lr_at(step, steps, tcfg)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         for micro in range(accum):
             x, y = sample_batch(tokens, tcfg["batch_size"], block, batch_rng(seed, phase, step * accum + micro))
             x, y = (distributed.shard(t).to(device, non_blocking=True) for t in (x, y))
@@ -119,6 +131,8 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         window_n += 1
         done = step + 1
         mechanism.after_step(model, done, steps)
+        if on_step:
+            on_step(done)
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
             # The only host sync: once per logging window, never per step. A window with a non-finite loss,
             # gradient or weight stops the run before anything is logged or saved from it.

@@ -1,5 +1,6 @@
-"""The two training stages: pretrain one (topology, seed) arm on domain A, then learn the later domains
-one phase each with a mechanism. Work in progress lives in a resume folder outside DVC's outputs, so
+"""The training stages: a topology's lr grid on domain A, pretraining one (topology, seed) arm on domain A,
+learning the later domains one phase each with a mechanism, and the arm's references (joint training on
+all domains, each later domain from scratch). Every arm trains at its topology's chosen lr. Work in progress lives in a resume folder outside DVC's outputs, so
 a killed stage picks up where it stopped when rerun; finished files are then published into the stage's
 outputs. The folder is stamped with everything the result depends on (settings, input hashes, this
 package's code), so work from other settings or other code is never resumed.
@@ -18,18 +19,27 @@ from pathlib import Path
 
 import torch
 
+from sparsecl.data.batches import Mixture, eval_windows, selection_windows
 from sparsecl.data.tokens import TokenData
 from sparsecl.device import resolve_device
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.mechanisms.cost import arm_metrics
+from sparsecl.metrics.evaluate import mean_nll
 from sparsecl.model import GPT, config_from_params
-from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
-from sparsecl.topology.store import load_masks
+from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint, speed_checkpoint
+from sparsecl.topology.store import load_masks, make_masks, mask_hash
 from sparsecl.train import distributed
-from sparsecl.train.loop import train_phase
+from sparsecl.train.loop import NonFiniteLossError, train_phase
 
 RESUME_ROOT = Path("runs/resume")
+# Batch streams of the reference runs, apart from the arms' phases 0..T (a batch depends on seed, phase, step).
+JOINT_PHASE, SCRATCH_PHASE = 10_000, 20_000
+
+
+def train_settings(params: dict, lr_file: str | Path) -> dict:
+    """params.train with the lr the lr_search stage chose for this arm's topology."""
+    return {**params["train"], "lr": read_json(lr_file)["lr"]}
 
 
 def _fingerprint(*parts) -> str:
@@ -130,14 +140,15 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, out_dir: str,
+def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, lr_file: str, out_dir: str,
              live_dir: str) -> dict:
     device = resolve_device(params["device"])
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     domain = params["data"]["order"][0]
     data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
     arm = f"pretrain-{topology}-s{seed}"
-    resume = _resume_dir(arm, _fingerprint(params["model"], params["train"], params["distributed"],
+    tcfg = train_settings(params, lr_file)
+    resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, params["distributed"],
                                            params["pretrain"], domain,
                                            blob["sha256"], data.meta(domain, "train")["sha256"]))
     torch.manual_seed(seed)
@@ -149,7 +160,7 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
         save_checkpoint(resume / "init.pt", model, phase=-1, domain="untrained", **meta)
     distributed.print_main(f"[{arm}] {model.param_counts()}")
     log = _step_log(live_dir, resume / "steplog.jsonl")
-    result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], params["train"],
+    result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], tcfg,
                          seed=seed, phase=0, mechanism=make_mechanism("none", {}), device=device,
                          resume_file=resume / "inphase.pt", label=arm, log=log)
     if main:
@@ -158,19 +169,20 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
         _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
     # Wall-clock figures apart ("timing"): they differ every run, the rest is reproducible.
     return {"tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
-            **model.param_counts(), "timing": {"seconds": round(result.seconds, 2),
+            "lr": tcfg["lr"], **model.param_counts(), "timing": {"seconds": round(result.seconds, 2),
                                                "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))}}
 
 
 def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_dir: str, masks_file: str,
-               pretrain_dir: str, out_dir: str, live_dir: str) -> dict:
+               lr_file: str, pretrain_dir: str, out_dir: str, live_dir: str) -> dict:
     device = resolve_device(params["device"])
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     settings = params["mechanism"].get(mechanism, {})
     order = params["data"]["order"]
     arm = f"{topology}-{mechanism}-s{seed}"
     start_ckpt = Path(pretrain_dir) / "model.pt"
-    resume = _resume_dir(arm, _fingerprint(params["train"], params["distributed"], params["phase"], order, settings,
+    tcfg = train_settings(params, lr_file)
+    resume = _resume_dir(arm, _fingerprint(tcfg, params["distributed"], params["phase"], order, settings,
                                            blob["sha256"], sha256_file(start_ckpt),
                                            [data.meta(d, "train")["sha256"] for d in order]))
     mech = make_mechanism(mechanism, settings, seed)
@@ -197,9 +209,19 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
         torch.manual_seed(1000 * seed + k)
         mech.begin_phase(k, domain, model)
         t0 = time.perf_counter()
-        result = train_phase(model, data.array(domain, "train"), params["phase"]["tokens"], params["train"],
+        early = resume / speed_checkpoint(k)
+
+        def save_early(done: int, k=k, domain=domain, early=early) -> None:
+            if done == params["phase"]["speed_steps"] and main:
+                save_checkpoint(early, model, phase=k, domain=domain, topology=topology, seed=seed,
+                                mechanism=mechanism, step=done)
+
+        result = train_phase(model, data.array(domain, "train"), params["phase"]["tokens"], tcfg,
                              seed=seed, phase=k, mechanism=mech, device=device,
-                             resume_file=resume / "inphase.pt", label=f"{arm} {domain}", log=log)
+                             resume_file=resume / "inphase.pt", label=f"{arm} {domain}", log=log,
+                             on_step=save_early)
+        if main and not early.exists():  # a phase shorter than speed_steps: its end is the early point
+            save_early(params["phase"]["speed_steps"])
         mech.end_phase(k, domain, model, data.array(domain, "train"))
         summary[f"phase{k}_{domain}"] = {"tokens": result.tokens, "steps": result.steps,
                                          "final_train_loss": result.final_loss}
@@ -213,5 +235,76 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     summary["metrics"] = arm_metrics(mech, model)
     if main:
         log.close()
-        _publish(resume, Path(out_dir), [f"phase{k}.pt" for k in range(1, len(order))])
+        _publish(resume, Path(out_dir), [name for k in range(1, len(order))
+                                         for name in (f"phase{k}.pt", speed_checkpoint(k))])
     return summary
+
+
+def lr_grid_point(params: dict, topology: str, factor: float, tokens_dir: str) -> dict:
+    """One point of a topology's lr grid: train.lr x factor, a short pretraining (lr_search.tokens) on
+    domain A from the grid's seed, scored on A's val split only (`selection_windows`, beside the windows
+    the comparison reports). A run that diverges is a result (`diverged`), not an error."""
+    search, domain = params["lr_search"], params["data"]["order"][0]
+    device = resolve_device(params["device"])
+    data = TokenData(tokens_dir)
+    tcfg = {**params["train"], "lr": params["train"]["lr"] * factor}
+    masks = make_masks(params, topology, search["seed"])
+    arm = f"lr_search-{topology}-x{factor}"
+    resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, search, domain, mask_hash(masks),
+                                           data.meta(domain, "train")["sha256"]))
+    torch.manual_seed(search["seed"])
+    model = GPT(config_from_params(params, data.vocab_size), masks=masks).to(device)
+    out = {"factor": factor, "lr": tcfg["lr"]}
+    try:
+        result = train_phase(model, data.array(domain, "train"), search["tokens"], tcfg, seed=search["seed"],
+                             phase=0, mechanism=make_mechanism("none", {}), device=device,
+                             resume_file=resume / "inphase.pt", label=arm)
+    except NonFiniteLossError as e:
+        print(f"[{arm}] diverged: {e}", flush=True)
+        out["diverged"] = 1
+    else:
+        windows = selection_windows(data.array(domain, "val"), data.manifest["domains"][domain]["eval_tokens"],
+                                    model.cfg.block_size)
+        out |= {"diverged": 0, "tokens": result.tokens, "val_loss": mean_nll(model, windows, device)}
+    shutil.rmtree(resume)
+    return out
+
+
+def references(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, lr_file: str,
+               init_file: str) -> dict:
+    """The arm's two references, both from its untrained model and at its chosen lr, scored on the
+    evaluation windows: `joint`, trained on all domains at once with the sequence's whole budget (pretraining
+    plus every phase, each domain weighted by its share of it), the multitask upper bound; `scratch`, each
+    later domain trained alone for one phase's budget (forward transfer against it)."""
+    device = resolve_device(params["device"])
+    data, blob = TokenData(tokens_dir), load_masks(masks_file)
+    order = params["data"]["order"]
+    domains = list(dict.fromkeys(order))
+    data.require(order, params["model"]["block_size"])
+    tcfg = train_settings(params, lr_file)
+    arm = f"reference-{topology}-s{seed}"
+    resume = _resume_dir(arm, _fingerprint(tcfg, params["pretrain"], params["phase"], order, blob["sha256"],
+                                           sha256_file(init_file), [data.meta(d, "train")["sha256"] for d in order]))
+    budget = {d: 0 for d in domains}
+    for k, d in enumerate(order):
+        budget[d] += params["pretrain"]["tokens"] if k == 0 else params["phase"]["tokens"]
+    runs = {"joint": (Mixture(tuple(data.array(d, "train") for d in domains), tuple(budget[d] for d in domains)),
+                      sum(budget.values()), JOINT_PHASE, domains)}
+    for i, d in enumerate(domains[1:], start=1):
+        runs[f"scratch_{d}"] = (data.array(d, "train"), params["phase"]["tokens"], SCRATCH_PHASE + i, [d])
+    done = read_json(resume / "done.json") if (resume / "done.json").exists() else {}
+    for name, (tokens, n_tokens, phase, scored) in runs.items():
+        if name in done:
+            continue
+        model, _ = load_checkpoint(init_file, blob, device)
+        torch.manual_seed(1000 * seed + phase)
+        train_phase(model, tokens, n_tokens, tcfg, seed=seed, phase=phase, mechanism=make_mechanism("none", {}),
+                    device=device, resume_file=resume / "inphase.pt", label=f"{arm} {name}")
+        done[name] = {d: mean_nll(model, eval_windows(data.array(d, "val"), data.manifest["domains"][d]["eval_tokens"],
+                                                      model.cfg.block_size), device) for d in scored}
+        write_json(resume / "done.json", done)
+        (resume / "inphase.pt").unlink(missing_ok=True)
+    shutil.rmtree(resume)
+    return {"joint": done["joint"], "scratch": {d: done[f"scratch_{d}"][d] for d in domains[1:]},
+            "tokens": {"joint": sum(budget.values()), "scratch": params["phase"]["tokens"]}}
+
