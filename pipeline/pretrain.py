@@ -9,7 +9,7 @@ def main(params, args):
     arm = f"{args.topology}-s{args.seed}"
     out = f"models/pretrain/{arm}"
     summary = pretrain(params, args.topology, args.seed, "data/tokens", f"data/masks/{arm}.pt",
-                       f"lr_search/{args.topology}.json", out, f"dvclive/pretrain/{arm}")
+                       f"lr_search/{args.topology}", out, f"dvclive/pretrain/{arm}")
     if distributed.is_main():
         write_json(f"timing/pretrain/{arm}.json", summary.pop("timing"))
         write_json(f"{out}/train_summary.json", summary)

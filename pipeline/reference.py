@@ -7,7 +7,7 @@ from sparsecl.train.run import references
 def main(params, args):
     arm = f"{args.topology}-s{args.seed}"
     refs = references(params, args.topology, args.seed, "data/tokens", f"data/masks/{arm}.pt",
-                      f"lr_search/{args.topology}.json", f"models/pretrain/{arm}/init.pt")
+                      f"lr_search/{args.topology}/chosen.json", f"models/pretrain/{arm}/init.pt")
     write_json(f"references/{arm}.json", refs)
     print(f"[reference] {arm}: joint " + " ".join(f"{d}={v:.3f}" for d, v in refs["joint"].items()))
 

@@ -10,7 +10,7 @@ def main(params, args):
     arm = f"{args.topology}-{args.mechanism}-s{args.seed}"
     out = f"models/sequential/{arm}"
     summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
-                         f"lr_search/{args.topology}.json", f"models/pretrain/{base}", out,
+                         f"lr_search/{args.topology}/chosen.json", f"models/pretrain/{base}", out,
                          f"dvclive/sequential/{arm}")
     if distributed.is_main():
         write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))

@@ -1,4 +1,5 @@
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,12 @@ import yaml
 from sparsecl.data.tokens import build
 
 TOY_PARAMS = yaml.safe_load((Path(__file__).parent / "toy_params.yaml").read_text())
+
+
+def chosen_lr(ws: Path, topology: str, lr: float) -> None:
+    """What select_lr leaves for the training stages, without running the lr grid (not under test there)."""
+    (ws / "lr_search" / topology).mkdir(parents=True, exist_ok=True)
+    (ws / "lr_search" / topology / "chosen.json").write_text(json.dumps({"lr": lr}))
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import chosen_lr
+
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -42,7 +44,9 @@ def train_arm(root: Path, params: dict, tokens: Path, nproc: int) -> tuple[Path,
     shutil.copytree(tokens, ws / "data" / "tokens")
     p = copy.deepcopy(params)
     p["distributed"]["nproc_per_node"] = nproc
+    p["lr_search"]["tokens"] = 1024  # not pretraining's budget: both runs train it
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    chosen_lr(ws, "random", p["train"]["lr"])
     log = run_stage(ws, "init_topologies", "--topology", "random", "--seed", "0")
     log += run_stage(ws, "pretrain", "--topology", "random", "--seed", "0")
     log += run_stage(ws, "sequential", "--topology", "random", "--mechanism", "lord", "--seed", "0")

@@ -121,8 +121,9 @@ def test_lr_grid_point_reads_domain_a_only(tokens, tmp_path, params, monkeypatch
     other = tmp_path / "other_tokens"
     shutil.copytree(tokens, other)
     _replace_domain(other, params["data"]["order"][-1], np.random.default_rng(1))
-    a = lr_grid_point(params, "random", 1.0, str(tokens))
-    b = lr_grid_point(params, "random", 1.0, str(other))
+    a = lr_grid_point(params, "random", 1.0, str(tokens), "a")
+    b = lr_grid_point(params, "random", 1.0, str(other), "b")
     assert a == b and a["diverged"] == 0 and np.isfinite(a["val_loss"])
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
     _replace_domain(other, params["data"]["order"][0], np.random.default_rng(2))  # domain A itself: it moves
-    assert lr_grid_point(params, "random", 1.0, str(other))["val_loss"] != a["val_loss"]
+    assert lr_grid_point(params, "random", 1.0, str(other), "c")["val_loss"] != a["val_loss"]

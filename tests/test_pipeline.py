@@ -56,18 +56,44 @@ def test_repro_runs_every_stage_and_writes_finite_metrics(toy_repo):
     for stage in ("tokenize", "init_topologies@random-0", "pretrain@dense-0", "sequential@random-none-0",
                   "evaluate@dense-none-0", "analyze"):
         assert f"Running stage '{stage}'" in log
-    files = ["summary.json", "crossover.json", "eval/dense-none-s0.json", "eval/random-none-s0.json",
-             "topology/random-s0.json"]
+    # Every metrics file holds finite numbers only (write_json refuses NaN and infinity).
+    files = sorted((root / "metrics").rglob("*.json"))
+    assert {"summary.json", "crossover.json", "stats.json", "dense-none-s0.json", "random-s0.json"} <= {
+        f.name for f in files}
     for f in files:
-        values = list(finite_numbers(json.loads((root / "metrics" / f).read_text())))
+        values = list(finite_numbers(json.loads(f.read_text())))
         assert values and all(math.isfinite(v) for v in values), f
+        assert "NaN" not in f.read_text() and "Infinity" not in f.read_text(), f
     summary = json.loads((root / "metrics" / "summary.json").read_text())
-    assert set(summary) == {"dense-none-s0", "random-none-s0"}
+    assert set(summary) == {"dense-none-s0", "narrow-none-s0", "random-none-s0"}
+    for arm in summary.values():  # plasticity beside forgetting, against the arm's references
+        assert {"plasticity", "learning_speed", "intransigence", "joint_avg_loss", "joint_gap", "fwt_vs_scratch",
+                "forgetting_per_visit", "bwt_per_visit", "core_forgetting_per_visit"} <= set(arm)
+    for topology in ("dense", "narrow", "random"):
+        refs = json.loads((root / "references" / f"{topology}-s0.json").read_text())
+        assert set(refs["joint"]) == {"alpha", "beta", "gamma"} and set(refs["scratch"]) == {"beta", "gamma"}
+        chosen = json.loads((root / "lr_search" / f"{topology}.json").read_text())
+        assert chosen["lr"] in (0.0015, 0.003) and chosen["grid_points"] == 2
+    assert (root / "plots" / "lr_search.png").stat().st_size > 1000
     for png in ("domain_loss.png", "loss_matrix.png", "dense_vs_sparse.png"):
         assert (root / "plots" / png).stat().st_size > 1000
-    assert "| random-none-s0 |" in (root / "report.md").read_text()
+    report = (root / "report.md").read_text()
+    assert "| random-none-s0 |" in report and "## Learning rates" in report and "against narrow@0.25" in report
     assert (root / "dvclive" / "sequential" / "random-none-s0" / "plots" / "metrics").is_dir()
     assert "Data and pipelines are up to date" in dvc(root, "status")
+
+
+def test_the_lr_search_does_not_depend_on_later_phases(toy_repo):
+    """Changing phase.tokens leaves every lr_search and select_lr stage as it is (dvc status, nothing run)."""
+    root, _ = toy_repo
+    params = (root / "params.yaml").read_text()
+    try:
+        (root / "params.yaml").write_text(params.replace("  tokens: 4000\n", "  tokens: 3000\n"))
+        status = dvc(root, "status")
+    finally:
+        (root / "params.yaml").write_text(params)
+    assert "sequential@random-none-0:" in status and "reference@random-0:" in status
+    assert "lr_search@" not in status and "select_lr@" not in status and "pretrain@" not in status
 
 
 def test_changing_density_reruns_topologies_but_never_tokenize(toy_repo):

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from sparsecl.io import tensors_sha256
+from tests.conftest import chosen_lr
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = ("--topology", "random", "--mechanism", "none", "--seed")
@@ -42,6 +43,7 @@ def params():
     step_tokens = p["train"]["batch_size"] * p["train"]["grad_accum"] * p["model"]["block_size"]
     p["train"].update(log_every=5, ckpt_every=5)
     p["pretrain"]["tokens"], p["phase"]["tokens"] = 30 * step_tokens, 25 * step_tokens
+    p["lr_search"]["tokens"] = step_tokens  # not pretraining's budget: pretrain trains (chosen_lr below)
     return p
 
 
@@ -49,6 +51,7 @@ def workspace(path: Path, params: dict, tokens: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(tokens, path / "data" / "tokens")
     (path / "params.yaml").write_text(yaml.safe_dump(params))
+    chosen_lr(path, "random", params["train"]["lr"])
     return path
 
 

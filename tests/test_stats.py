@@ -416,9 +416,12 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0):
         points = [{"factor": f, "lr": params["train"]["lr"] * f, "diverged": 0, "tokens": params["lr_search"]["tokens"],
                    "val_loss": at_one + 0.1 * abs(math.log2(f))} for f in factors]  # best at factor 1
         for point in points:
-            (tmp_path / "lr_search" / "points" / f"{topology}-x{point['factor']}.json").write_text(json.dumps(point))
+            folder = tmp_path / "lr_search" / "points" / f"{topology}-x{point['factor']}"
+            folder.mkdir()
+            (folder / "point.json").write_text(json.dumps(point))
         best = min(points, key=lambda q: q["val_loss"])
-        (tmp_path / "lr_search" / f"{topology}.json").write_text(json.dumps(
+        (tmp_path / "lr_search" / topology).mkdir()
+        (tmp_path / "lr_search" / topology / "chosen.json").write_text(json.dumps(
             {"lr": best["lr"], "factor": best["factor"], "val_loss": best["val_loss"], "grid_points": len(points),
              "at_grid_edge": int(best["factor"] in (factors[0], factors[-1]))}))
     for seed in seeds:

@@ -16,6 +16,10 @@ class IntegrityError(ValueError):
     """A file does not match its recorded hash, or cannot be read at all (corrupted or truncated)."""
 
 
+class NonFiniteError(ValueError):
+    """A result to be written holds NaN or infinity: never evidence, never written."""
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
@@ -36,7 +40,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     `metrics/summary.json: dense-none-s0.forgetting is NaN`."""
     if (bad := non_finite(obj)) is not None:
         where, value = bad
-        raise ValueError(f"{path}: {where or 'the value'} is {json.dumps(value)}; not written")
+        raise NonFiniteError(f"{path}: {where or 'the value'} is {json.dumps(value)}; not written")
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")

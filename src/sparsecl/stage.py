@@ -8,7 +8,7 @@ from typing import Callable
 from sparsecl import params as params_mod
 from sparsecl.data.sources import EmptyDomainError
 from sparsecl.device import resolve_device
-from sparsecl.io import IntegrityError
+from sparsecl.io import IntegrityError, NonFiniteError
 from sparsecl.train import distributed
 from sparsecl.train.loop import NonFiniteLossError
 
@@ -30,8 +30,8 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
     except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (IntegrityError, NonFiniteLossError, distributed.DistributedSetupError) as e:
-        # a corrupted input, a run that diverged, or ranks that disagree
+    except (IntegrityError, NonFiniteLossError, NonFiniteError, distributed.DistributedSetupError) as e:
+        # a corrupted input, a run that diverged, a non-finite result, or ranks that disagree
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -104,8 +104,9 @@ def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, i
 
 def lr_grid(params: dict, lr_dir: str | Path) -> dict[str, dict]:
     """Per topology: its grid points (in factor order) and the chosen point."""
-    return {t: {"points": [read_json(Path(lr_dir) / "points" / f"{t}-x{f}.json") for f in params["lr_search"]["factors"]],
-                "chosen": read_json(Path(lr_dir) / f"{t}.json")} for t in params["topologies"]}
+    return {t: {"points": [read_json(Path(lr_dir) / "points" / f"{t}-x{f}" / "point.json")
+                           for f in params["lr_search"]["factors"]],
+                "chosen": read_json(Path(lr_dir) / t / "chosen.json")} for t in params["topologies"]}
 
 
 def render_lr_grid(grid: dict, params: dict) -> list[str]:

@@ -1,7 +1,13 @@
 """The choice of a topology's lr from its grid (the select_lr stage)."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+from sparsecl.io import atomic_path
 from sparsecl.params import ParamsError
+
+POINT_FILES = ("init.pt", "model.pt", "steplog.jsonl")  # what a grid point that did not diverge leaves
 
 
 def select_lr(points: list[dict]) -> dict:
@@ -13,5 +19,11 @@ def select_lr(points: list[dict]) -> dict:
                           f"({', '.join(str(p['lr']) for p in points)}), allowed: a grid with a lower train.lr")
     best = min(ok, key=lambda p: p["val_loss"])
     factors = sorted(p["factor"] for p in points)
-    return {"lr": best["lr"], "factor": best["factor"], "val_loss": best["val_loss"], "grid_points": len(points),
+    return {**best, "grid_points": len(points),
             "at_grid_edge": int(len(points) > 1 and best["factor"] in (factors[0], factors[-1]))}
+
+
+def copy_point(point_dir: str | Path, out_dir: str | Path) -> None:
+    for name in POINT_FILES:
+        with atomic_path(Path(out_dir) / name) as tmp:
+            shutil.copyfile(Path(point_dir) / name, tmp)

@@ -93,13 +93,14 @@ class StepLog:
 
     DVC deletes that folder before it reruns a stage, so every row is also appended to `history` in the
     resume folder. A resumed run replays the rows logged before the point it resumes from (known from its
-    first new row), so its step logs equal an uninterrupted run's, the measured tokens/s aside.
+    first new row), so its step logs equal an uninterrupted run's, the measured tokens/s aside. Without a
+    folder only the history is kept (an lr grid point's, replayed if pretraining reuses that point).
     """
 
-    def __init__(self, folder: str | Path, history: Path):
+    def __init__(self, folder: str | Path | None, history: Path):
         from dvclive import Live
 
-        self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+        self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None) if folder else None
         self.history = history
         self.earlier = _read_rows(history)
         self.phase, self.prefix = 0, ""
@@ -120,6 +121,8 @@ class StepLog:
         self.earlier = None
 
     def _log(self, row: dict) -> None:
+        if self.live is None:
+            return
         for key in ("loss", "lr", "tokens_per_s"):
             self.live.log_metric(f"{row['prefix']}{key}", row[key])
         self.live.next_step()
@@ -127,7 +130,8 @@ class StepLog:
     def close(self) -> None:
         if self.earlier is not None:  # nothing was left to train: the history is the whole log
             self._replay(self.earlier)
-        self.live.end()
+        if self.live is not None:
+            self.live.end()
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -140,37 +144,70 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, lr_file: str, out_dir: str,
-             live_dir: str) -> dict:
-    device = resolve_device(params["device"])
-    data, blob = TokenData(tokens_dir), load_masks(masks_file)
+def _train_from_scratch(params: dict, topology: str, seed: int, masks: dict, mask_sha: str, tcfg: dict,
+                        n_tokens: int, data: TokenData, resume: Path, log: StepLog | None, arm: str, device):
+    """Domain A from the seed's untrained model: init.pt and model.pt in `resume` (what pretrain publishes),
+    the same bytes whether the pretrain stage or an lr grid point trains it."""
     domain = params["data"]["order"][0]
-    data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
-    arm = f"pretrain-{topology}-s{seed}"
-    tcfg = train_settings(params, lr_file)
-    resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, params["distributed"],
-                                           params["pretrain"], domain,
-                                           blob["sha256"], data.meta(domain, "train")["sha256"]))
     torch.manual_seed(seed)
-    model = GPT(config_from_params(params, data.vocab_size), masks=blob["masks"]).to(device)
-    distributed.check_identical("masks", blob["sha256"])  # load_masks checked it against the contents
+    model = GPT(config_from_params(params, data.vocab_size), masks=masks).to(device)
+    distributed.check_identical("masks", mask_sha)  # load_masks checked it against the contents
     meta = dict(topology=topology, seed=seed)
     main = distributed.is_main()
     if main and not (resume / "init.pt").exists():
         save_checkpoint(resume / "init.pt", model, phase=-1, domain="untrained", **meta)
     distributed.print_main(f"[{arm}] {model.param_counts()}")
-    log = _step_log(live_dir, resume / "steplog.jsonl")
-    result = train_phase(model, data.array(domain, "train"), params["pretrain"]["tokens"], tcfg,
-                         seed=seed, phase=0, mechanism=make_mechanism("none", {}), device=device,
-                         resume_file=resume / "inphase.pt", label=arm, log=log)
+    result = train_phase(model, data.array(domain, "train"), n_tokens, tcfg, seed=seed, phase=0,
+                         mechanism=make_mechanism("none", {}), device=device, resume_file=resume / "inphase.pt",
+                         label=arm, log=log)
     if main:
-        log.close()
         save_checkpoint(resume / "model.pt", model, phase=0, domain=domain, **meta)
+    return model, result
+
+
+def grid_pretrains(params: dict, seed: int) -> bool:
+    """Whether the lr grid's chosen point is this arm's pretraining: same seed, same budget, one process."""
+    search = params["lr_search"]
+    return (seed == search["seed"] and search["tokens"] == params["pretrain"]["tokens"]
+            and params["distributed"]["nproc_per_node"] == 1)
+
+
+def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, lr_dir: str, out_dir: str,
+             live_dir: str) -> dict:
+    """Pretrain one arm on domain A at its topology's chosen lr; where the lr grid already trained exactly
+    this (`grid_pretrains`), publish the chosen point's model and step log instead of training it again."""
+    device = resolve_device(params["device"])
+    data, blob = TokenData(tokens_dir), load_masks(masks_file)
+    domain = params["data"]["order"][0]
+    data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
+    arm = f"pretrain-{topology}-s{seed}"
+    chosen = read_json(Path(lr_dir) / "chosen.json")
+    tcfg = {**params["train"], "lr": chosen["lr"]}
+    if grid_pretrains(params, seed):
+        model, _ = load_checkpoint(Path(lr_dir) / "model.pt", blob)  # checks its masks are this arm's
+        print(f"[{arm}] the lr grid trained this arm at lr {chosen['lr']:g}: publishing its model", flush=True)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("init.pt", "model.pt"):
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(Path(lr_dir) / name, tmp)
+        StepLog(live_dir, Path(lr_dir) / "steplog.jsonl").close()  # replays the grid run's step log
+        return {"tokens": chosen["tokens"], "steps": chosen["steps"], "final_train_loss": chosen["final_train_loss"],
+                "lr": chosen["lr"], "from_lr_grid": 1, **model.param_counts(), "timing": {"seconds": 0.0}}
+    resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, params["distributed"],
+                                           params["pretrain"], domain,
+                                           blob["sha256"], data.meta(domain, "train")["sha256"]))
+    log = _step_log(live_dir, resume / "steplog.jsonl")
+    model, result = _train_from_scratch(params, topology, seed, blob["masks"], blob["sha256"], tcfg,
+                                        params["pretrain"]["tokens"], data, resume, log, arm, device)
+    if distributed.is_main():
+        log.close()
         _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
     # Wall-clock figures apart ("timing"): they differ every run, the rest is reproducible.
     return {"tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
-            "lr": tcfg["lr"], **model.param_counts(), "timing": {"seconds": round(result.seconds, 2),
-                                               "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))}}
+            "lr": tcfg["lr"], "from_lr_grid": 0, **model.param_counts(),
+            "timing": {"seconds": round(result.seconds, 2),
+                       "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))}}
 
 
 def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_dir: str, masks_file: str,
@@ -240,33 +277,35 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     return summary
 
 
-def lr_grid_point(params: dict, topology: str, factor: float, tokens_dir: str) -> dict:
-    """One point of a topology's lr grid: train.lr x factor, a short pretraining (lr_search.tokens) on
-    domain A from the grid's seed, scored on A's val split only (`selection_windows`, beside the windows
-    the comparison reports). A run that diverges is a result (`diverged`), not an error."""
+def lr_grid_point(params: dict, topology: str, factor: float, tokens_dir: str, out_dir: str) -> dict:
+    """One point of a topology's lr grid: pretraining on domain A at train.lr x factor for lr_search.tokens
+    from the grid's seed, scored on A's val split only (`selection_windows`, beside the windows the
+    comparison reports). Its model and step log go to `out_dir` (the chosen point's become pretraining's
+    when the budgets match: `grid_pretrains`). A run that diverges is a result (`diverged`), not an error."""
     search, domain = params["lr_search"], params["data"]["order"][0]
     device = resolve_device(params["device"])
     data = TokenData(tokens_dir)
+    data.require([domain], params["model"]["block_size"])
     tcfg = {**params["train"], "lr": params["train"]["lr"] * factor}
     masks = make_masks(params, topology, search["seed"])
     arm = f"lr_search-{topology}-x{factor}"
     resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, search, domain, mask_hash(masks),
                                            data.meta(domain, "train")["sha256"]))
-    torch.manual_seed(search["seed"])
-    model = GPT(config_from_params(params, data.vocab_size), masks=masks).to(device)
     out = {"factor": factor, "lr": tcfg["lr"]}
     try:
-        result = train_phase(model, data.array(domain, "train"), search["tokens"], tcfg, seed=search["seed"],
-                             phase=0, mechanism=make_mechanism("none", {}), device=device,
-                             resume_file=resume / "inphase.pt", label=arm)
+        model, result = _train_from_scratch(params, topology, search["seed"], masks, mask_hash(masks), tcfg,
+                                            search["tokens"], data, resume, StepLog(None, resume / "steplog.jsonl"),
+                                            arm, device)
     except NonFiniteLossError as e:
         print(f"[{arm}] diverged: {e}", flush=True)
         out["diverged"] = 1
     else:
         windows = selection_windows(data.array(domain, "val"), data.manifest["domains"][domain]["eval_tokens"],
                                     model.cfg.block_size)
-        out |= {"diverged": 0, "tokens": result.tokens, "val_loss": mean_nll(model, windows, device)}
-    shutil.rmtree(resume)
+        out |= {"diverged": 0, "tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
+                "val_loss": mean_nll(model, windows, device)}
+        _publish(resume, Path(out_dir), ["init.pt", "model.pt", "steplog.jsonl"])
+    shutil.rmtree(resume, ignore_errors=True)
     return out
 
 
