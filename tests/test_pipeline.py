@@ -72,8 +72,12 @@ def test_repro_runs_every_stage_and_writes_finite_metrics(toy_repo):
     for topology in ("dense", "narrow", "random"):
         refs = json.loads((root / "references" / f"{topology}-s0.json").read_text())
         assert set(refs["joint"]) == {"alpha", "beta", "gamma"} and set(refs["scratch"]) == {"beta", "gamma"}
-        chosen = json.loads((root / "lr_search" / f"{topology}.json").read_text())
+        chosen = json.loads((root / "lr_search" / topology / "chosen.json").read_text())
         assert chosen["lr"] in (0.0015, 0.003) and chosen["grid_points"] == 2
+        # the grid's budget is pretraining's: the chosen point is seed 0's pretrained model, not trained twice
+        assert (root / "lr_search" / topology / "model.pt").read_bytes() == (
+            root / "models" / "pretrain" / f"{topology}-s0" / "model.pt").read_bytes()
+    assert "the lr grid trained this arm at lr" in log
     assert (root / "plots" / "lr_search.png").stat().st_size > 1000
     for png in ("domain_loss.png", "loss_matrix.png", "dense_vs_sparse.png"):
         assert (root / "plots" / png).stat().st_size > 1000

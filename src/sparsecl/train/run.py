@@ -1,9 +1,9 @@
 """The training stages: a topology's lr grid on domain A, pretraining one (topology, seed) arm on domain A,
-learning the later domains one phase each with a mechanism, and the arm's references (joint training on
-all domains, each later domain from scratch). Every arm trains at its topology's chosen lr. Work in progress lives in a resume folder outside DVC's outputs, so
-a killed stage picks up where it stopped when rerun; finished files are then published into the stage's
-outputs. The folder is stamped with everything the result depends on (settings, input hashes, this
-package's code), so work from other settings or other code is never resumed.
+learning the later domains one phase each with a mechanism, and the arm's references (joint training on all
+domains, each later domain from scratch). Every arm trains at its topology's chosen lr. Work in progress lives
+in a resume folder outside DVC's outputs, so a killed stage picks up where it stopped when rerun; finished
+files are then published into the stage's outputs. The folder is stamped with everything the result depends on
+(settings, input hashes, this package's code), so work from other settings or other code is never resumed.
 
 Under torchrun (train/distributed.py) every rank trains; only rank 0 touches the resume folder and the
 outputs, and the others wait for it where they read what it wrote.
@@ -124,7 +124,8 @@ class StepLog:
         if self.live is None:
             return
         for key in ("loss", "lr", "tokens_per_s"):
-            self.live.log_metric(f"{row['prefix']}{key}", row[key])
+            if key in row:  # an lr grid point's published log has no wall-clock figure
+                self.live.log_metric(f"{row['prefix']}{key}", row[key])
         self.live.next_step()
 
     def close(self) -> None:
@@ -304,6 +305,11 @@ def lr_grid_point(params: dict, topology: str, factor: float, tokens_dir: str, o
                                     model.cfg.block_size)
         out |= {"diverged": 0, "tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
                 "val_loss": mean_nll(model, windows, device)}
+        # The published step log without tokens/s (wall-clock): a rerun gives the same bytes, so a stage
+        # downstream of this one is not rerun for nothing.
+        history = resume / "steplog.jsonl"
+        write_text(history, "".join(json.dumps({k: v for k, v in r.items() if k != "tokens_per_s"}) + "\n"
+                                    for r in _read_rows(history)))
         _publish(resume, Path(out_dir), ["init.pt", "model.pt", "steplog.jsonl"])
     shutil.rmtree(resume, ignore_errors=True)
     return out
