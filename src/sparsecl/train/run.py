@@ -182,9 +182,9 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     domain = params["data"]["order"][0]
     data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
     arm = f"pretrain-{topology}-s{seed}"
-    chosen = read_json(Path(lr_dir) / "chosen.json")
-    tcfg = {**params["train"], "lr": chosen["lr"]}
+    tcfg = train_settings(params, Path(lr_dir) / "chosen.json")
     if grid_pretrains(params, seed):
+        chosen = read_json(Path(lr_dir) / "chosen.json")
         model, _ = load_checkpoint(Path(lr_dir) / "model.pt", blob)  # checks its masks are this arm's
         print(f"[{arm}] the lr grid trained this arm at lr {chosen['lr']:g}: publishing its model", flush=True)
         out = Path(out_dir)
