@@ -28,10 +28,10 @@ def sample_batch(tokens: np.ndarray | Mixture, batch_size: int, block_size: int,
         sources = [tokens.arrays[i] for i in rng.choice(len(p), size=batch_size, p=p / p.sum())]
     else:
         sources = [tokens] * batch_size
-    for t in sources:
-        if len(t) <= block_size + 1:
-            raise ValueError(f"a train split has {len(t)} tokens, fewer than model.block_size+2={block_size + 2}")
-    starts = [int(rng.integers(0, len(t) - block_size - 1)) for t in sources]
+    lengths = np.array([len(t) for t in sources])
+    if lengths.min() <= block_size + 1:
+        raise ValueError(f"a train split has {lengths.min()} tokens, fewer than model.block_size+2={block_size + 2}")
+    starts = rng.integers(0, lengths - block_size - 1)  # one draw per window, vectorized (the training step)
     windows = np.stack([t[s: s + block_size + 1] for t, s in zip(sources, starts)]).astype(np.int64)
     w = torch.from_numpy(windows)
     return w[:, :-1], w[:, 1:]
