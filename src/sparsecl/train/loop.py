@@ -28,7 +28,7 @@ def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optim
     Adam's step is the same size for every weight, so a matrix whose weights start `init_gain` times larger
     (a sparse one) takes that many times smaller relative steps at equal lr. Scaled by its gain, every
     topology's matrices take the same relative step, and the ratio sets that step against the embedding's
-    (README "Fair comparisons": at one lr for all, dense blocks moved sqrt(1/density) times too fast)."""
+    (docs/COMPARISONS.md: at one lr for all, dense blocks moved sqrt(1/density) times too fast)."""
     gains = {id(m.weight): m.init_gain for m in model.masked_layers().values()}
     groups: dict[tuple[bool, float], list] = {}
     for p in model.parameters():
