@@ -162,18 +162,23 @@ def test_capacity_control_has_the_sparse_arms_active_block_weights_within_2_perc
 
 
 def test_capacity_control_computes_what_a_narrower_dense_network_computes():
-    """Zeroed units and inner dims get no gradient and change nothing: the masked model's output equals that
-    of the same model with the dropped weights set to arbitrary values and masked again."""
+    """Dropped MLP units and attention inner dimensions are exactly 0 in the forward pass (so they carry
+    nothing and learn nothing), and each kept row's init keeps the dense output scale: gain 1 for the full
+    fc rows, sqrt(hidden / kept units) for the proj rows."""
     cfg = GPTConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=32, block_size=16)
     masks = build("narrow", 0.25, blocks=dict(layer_blocks(cfg)), n_head=2)
     model = GPT(cfg, masks=masks)
     x = torch.randint(0, 50, (2, 16))
-    _, loss = model(x, x)
-    loss.backward()
-    for name, layer in model.masked_layers().items():
-        assert torch.all(layer.weight.grad[~masks[name]] == 0) and torch.all(layer.weight[~masks[name]] == 0)
-        assert layer.init_gain == pytest.approx(float(np.sqrt(layer.in_features * masks[name].any(1).sum()
-                                                               / masks[name].sum())))
+    acts = []
+    model(x, acts=acts)
+    for i, h in enumerate(acts):
+        units = masks[f"transformer.h.{i}.mlp.c_fc"].any(1)
+        assert torch.all(h[..., ~units] == 0) and torch.all(h[..., units] != 0)
+        qkv = model.transformer.h[i].attn.c_attn(torch.randn(3, 32))
+        assert torch.all(qkv[:, ~masks[f"transformer.h.{i}.attn.c_attn"].any(1)] == 0)
+        layers = model.transformer.h[i].mlp
+        kept = int(units.sum())
+        assert layers.c_fc.init_gain == 1.0 and layers.c_proj.init_gain == pytest.approx((128 / kept) ** 0.5)
 
 
 def test_topology_settings_are_validated(toy_params):
