@@ -186,13 +186,17 @@ def _detectable(t: dict, about: dict) -> str:
 
 
 def _forgetting_verdict(result: dict, density: float, name: str, a: tuple[str, str], b: tuple[str, str],
-                        claim: int, qualifier: str = "") -> str:
+                        claim: int, learned_less_reason: str | None = None) -> str:
     """The verdict on family member `name`, group a against b by forgetting: the claim is "a forgets less than
-    b" (H1, `claim` -1) or "a differs from b" (H3, 0). A caller's `qualifier` (e.g. a condition on how much
-    a learned) goes right after the outcome's words."""
+    b" (H1, `claim` -1) or "a differs from b" (H3, 0). With a `learned_less_reason` (a forgets less but
+    learned less) support becomes "not attributable to sparsity", and the reason is given."""
     t = result["verdicts"][name]
     said = stats.sentence(label(*a, density), label(*b, density), t, "forgets less", "forgets more")
-    return f"{outcome(t, claim, result['family'])}{qualifier}: {said}"
+    first = outcome(t, claim, result["family"])
+    if learned_less_reason is None:
+        return f"{first}: {said}"
+    first = "not attributable to sparsity" if first == "supported" else first
+    return f"{first}: {said} ({learned_less_reason})"
 
 
 READING = ("How to read a verdict: \"supported\" and \"evidence against\" mean that the paired t-test over "
@@ -249,11 +253,10 @@ def _h1_verdict(result: dict, density: float, topology: str, ref: str) -> str:
     """H1 on one sparse topology against `dense` or the capacity control `narrow`. A significant lower
     forgetting counts as support only if the sparse arm also learned as well (`learned_less`)."""
     a, b = (topology, "none"), (ref, "none")
-    said = _forgetting_verdict(result, density, f"H1{'n' * (ref == 'narrow')}_{topology}", a, b, claim=-1)
-    why = learned_less(result, density, a, b)
-    if why and result["verdicts"][f"H1{'n' * (ref == 'narrow')}_{topology}"]["diff"] < 0:
-        said = said.replace("supported: ", "not attributable to sparsity: ", 1) + f" ({why})"
-    return f"against {label(*b, density)}: {said}"
+    name = f"H1{'n' * (ref == 'narrow')}_{topology}"
+    forgets_less = result["verdicts"][name].get("diff", 0) < 0
+    why = learned_less(result, density, a, b) if forgets_less else None
+    return f"against {label(*b, density)}: {_forgetting_verdict(result, density, name, a, b, -1, why)}"
 
 
 def _crossover_verdict(result: dict, density: float, topology: str, analysis: dict) -> str:
