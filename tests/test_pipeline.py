@@ -58,8 +58,8 @@ def test_repro_runs_every_stage_and_writes_finite_metrics(toy_repo):
         assert f"Running stage '{stage}'" in log
     # Every metrics file holds finite numbers only (write_json refuses NaN and infinity).
     files = sorted((root / "metrics").rglob("*.json"))
-    assert {"summary.json", "crossover.json", "stats.json", "dense-none-s0.json", "random-s0.json"} <= {
-        f.name for f in files}
+    assert {"summary.json", "crossover.json", "stats.json", "dense-none-s0.json", "random-s0.json", "H1_random.json",
+            "H1n_random.json", "H2_random.json"} <= {f.name for f in files}
     for f in files:
         values = list(finite_numbers(json.loads(f.read_text())))
         assert values and all(math.isfinite(v) for v in values), f
@@ -87,6 +87,48 @@ def test_repro_runs_every_stage_and_writes_finite_metrics(toy_repo):
     assert "Data and pipelines are up to date" in dvc(root, "status")
 
 
+def test_declared_metrics_are_the_headline_one_row_per_arm_and_test(toy_repo):
+    """`dvc metrics show` lists the headline only (a few figures per arm, the difference and p of each H test),
+    one file per arm and per test; the detail (loss matrices, every test) is in cached outputs."""
+    root, _ = toy_repo
+    shown = json.loads(dvc(root, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == {f"metrics/headline/{t}-none-s0.json" for t in ("dense", "narrow", "random")} | {
+        f"metrics/verdicts/{h}_random.json" for h in ("H1", "H1n", "H2")} | {"metrics/verdicts/family.json"}
+    for path, entry in files.items():
+        keys = set(entry["data"])
+        assert keys == ({"tests"} if path.endswith("family.json") else {"diff"} if "verdicts" in path else  # no p
+                        {"final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops"})
+    table = dvc(root, "metrics", "show")
+    assert len(table.splitlines()) == 8 and max(map(len, table.splitlines())) < 160
+
+
+def test_plots_show_draws_the_first_look_plots_first_one_line_per_arm_and_no_per_arm_step_logs(toy_repo):
+    root, _ = toy_repo
+    plots = json.loads(dvc(root, "plots", "show", "--json"))["data"]
+    assert list(plots)[:3] == ["plots/data/seen_mean_loss.csv", "plots/data/core_loss.csv", "plots/dense_vs_sparse.png"]
+    assert len(plots) == 11 and not any(p.startswith("dvclive") for p in plots)  # step logs: two grouped plots
+    for name in ("seen_mean_loss", "phase_steps"):
+        spec = plots[f"plots/data/{name}.csv"][0]["content"]
+        assert spec["encoding"]["color"]["field"] == "arm"
+        assert {v["arm"] for v in spec["data"]["values"]} == {"dense-none-s0", "narrow-none-s0", "random-none-s0"}
+
+
+def test_the_run_cache_restores_every_stage_without_its_lock(toy_repo):
+    """Every stage's outputs are cached or declared metrics/plots, so DVC keeps a run-cache entry for each:
+    with dvc.lock gone, `dvc repro` checks every output out of the cache and runs no stage script."""
+    root, _ = toy_repo
+    before = {f: f.read_bytes() for f in (root / "metrics").rglob("*.json")}
+    lock = (root / "dvc.lock").read_text()
+    (root / "dvc.lock").unlink()
+    log = dvc(root, "repro")
+    assert "Running stage" not in log
+    stages = dvc(root, "stage", "list", "--name-only").split()
+    assert len(stages) > 10 and all(f"Stage '{s}' is cached - skipping run" in log for s in stages), log
+    assert {f: f.read_bytes() for f in (root / "metrics").rglob("*.json")} == before
+    assert (root / "dvc.lock").read_text() == lock
+
+
 def test_the_lr_search_does_not_depend_on_later_phases(toy_repo):
     """Changing phase.tokens leaves every lr_search and select_lr stage as it is (dvc status, nothing run)."""
     root, _ = toy_repo
@@ -111,6 +153,19 @@ def test_changing_density_reruns_topologies_but_never_tokenize(toy_repo):
     assert "Stage 'pretrain@dense-0' didn't change, skipping" in log
     diagnostics = json.loads((root / "metrics" / "topology" / "random-s0.json").read_text())
     assert diagnostics["summary"]["density"] == pytest.approx(0.1, abs=0.002)
+    # The documented experiments table fits 160 columns and holds every arm's forgetting, both records.
+    table = sh(root, sys.executable, "-m", "sparsecl.report.exps")
+    assert "…" not in table and max(map(len, table.splitlines())) <= 160
+    assert "forgetting: dense" in table and " narrow " in table and " random " in table
+    records = table.splitlines()[2:]
+    assert any(" 0.1 " in line for line in records) and any(" 0.25 " in line for line in records)
+    # `dvc metrics diff` against the committed run: the headline of the arms the density touched, no more.
+    diff = json.loads(dvc(root, "metrics", "diff", "HEAD", "--json"))
+    rows = [(path, key) for path, changes in diff.items() for key in changes]
+    assert 6 <= len(rows) <= 30 and all("dense-none" not in path for path, _ in rows), rows
+    # Back to the committed density: every stage comes out of the run-cache, none runs.
+    log = dvc(root, "exp", "run", "-S", "density=0.25")
+    assert "Running stage" not in log and "Stage 'pretrain@random-0' is cached - skipping run" in log
 
 
 def test_sweep_gathers_density_vs_forgetting_from_dvc_records(toy_repo):
@@ -134,7 +189,7 @@ def test_sweep_gathers_density_vs_forgetting_from_dvc_records(toy_repo):
 
 def test_changing_an_ssd_setting_reruns_only_the_ssd_arms(toy_repo):
     root, _ = toy_repo
-    dvc(root, "exp", "run", "-S", "topologies=[dense]", "-S", "mechanisms=[none,ssd]")
+    dvc(root, "exp", "run", "-S", "topologies=[dense]", "-S", "references=[dense]", "-S", "mechanisms=[none,ssd]")
     for arm in ("dense-none-s0", "dense-ssd-s0"):
         cost = json.loads((root / "metrics" / "mechanism" / f"{arm}.json").read_text())
         assert all(math.isfinite(v) for v in finite_numbers(cost)) and cost["train_flops"] > 0

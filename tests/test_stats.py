@@ -397,6 +397,12 @@ def test_repeated_domains_are_measured_from_their_first_training():
 FAKE = {"dense": (0.8, 2.0, 1.9, 3.0, 2.4), "narrow": (0.9, 2.2, 2.1, 3.2, 2.6), "random": (0.3, 2.3, 2.2, 3.3, 2.7)}
 
 
+def _step_log(folder, phase):
+    """A DVCLive loss log of two logged windows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "loss.tsv").write_text(f"step\tloss\n0\t{6.0 - phase / 10}\n1\t{5.0 - phase / 10}\n")
+
+
 def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "narrow", "random")):
     """Eval (with the early losses), topology, mechanism, reference and lr-search files of a run with made-up
     losses for toy_params' topologies (dense, narrow, random), then analyze on them."""
@@ -427,6 +433,7 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "nar
              "at_grid_edge": int(best["factor"] in (factors[0], factors[-1]))}))
     for seed in seeds:
         for topology, (forget, start, joint, early, _) in FAKE.items():
+            _step_log(tmp_path / "dvclive" / "pretrain" / f"{topology}-s{seed}" / "plots" / "metrics", 0)
             (tmp_path / "metrics" / "topology" / f"{topology}-s{seed}.json").write_text(
                 json.dumps({"summary": {"model_active_non_embedding": 30000 if topology == "dense" else 8000}}))
             if topology in references:
@@ -447,6 +454,8 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "nar
                 early_loss = {f"early{k}_{order[k]}": {order[k]: (early if first_visit[k] else start + 0.3)
                                                        + rng.normal(0, 0.02)} for k in range(1, len(order))}
                 arm = f"{topology}-{mechanism}-s{seed}"
+                for k, d in enumerate(order[1:], start=1):  # step logs: two logged windows per phase
+                    _step_log(tmp_path / "dvclive" / "sequential" / arm / "plots" / "metrics" / f"phase{k}_{d}", k)
                 (tmp_path / "metrics" / "eval" / f"{arm}.json").write_text(json.dumps({"loss": loss,
                                                                                        "early": early_loss}))
                 (tmp_path / "metrics" / "mechanism" / f"{arm}.json").write_text(json.dumps(
@@ -457,7 +466,7 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "nar
         {"vocab_size": 300, "domains": {d: {"train": {"tokens": 1000}, "eval_tokens": 256} for d in domains}}))
     d = str(tmp_path)
     analyze(params, f"{d}/metrics/eval", f"{d}/metrics", f"{d}/plots", f"{d}/report.md", f"{d}/tokens",
-            references_dir=f"{d}/references", lr_dir=f"{d}/lr_search")
+            references_dir=f"{d}/references", lr_dir=f"{d}/lr_search", live_dir=f"{d}/dvclive")
     metrics = {k: json.loads((tmp_path / "metrics" / f"{k}.json").read_text()) for k in ("summary", "crossover", "stats")}
     return metrics, (tmp_path / "report.md").read_text()
 
@@ -519,6 +528,19 @@ def test_report_numbers_equal_the_metrics_files(tmp_path, toy_params):
     d = [summary[f"random-none-s{s}"]["forgetting"] - summary[f"dense-none-s{s}"]["forgetting"] for s in range(3)]
     t = tests["random-none_vs_dense-none"]["forgetting"]
     assert t["p_value"] == pytest.approx(_t_test_p(d)) and t["p_sign_flip"] == 0.25
+    # The declared metrics: each arm's headline and each H test's difference and adjusted p, copied exactly.
+    for arm, s in summary.items():
+        head = json.loads((tmp_path / "metrics" / "headline" / f"{arm}.json").read_text())
+        assert head == {**{k: s[k] for k in ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity")},
+                        "phase_tflops": 1.0}
+    assert json.loads((tmp_path / "metrics" / "verdicts" / "family.json").read_text()) == {"tests": 3}
+    for name, v in metrics["stats"]["verdicts"].items():
+        assert json.loads((tmp_path / "metrics" / "verdicts" / f"{name}.json").read_text()) == {
+            "diff": v["diff"], "p_holm": v["p_holm"]}
+    # The step logs grouped: a long table, the later phases of an arm end to end (2 windows per phase).
+    steps = (tmp_path / "plots" / "data" / "phase_steps.csv").read_text().splitlines()
+    assert steps[0] == "step,arm,loss" and "3.0,random-none-s2,4.8" in steps and len(steps) == 1 + 9 * 8
+    assert (tmp_path / "plots" / "training_curves.png").stat().st_size > 1000
     assert (f"random@0.25 forgets less than dense: {t['mean_a']:.3f} vs {t['mean_b']:.3f} nats, difference "
             f"{t['diff']:+.3f} [95% CI {t['ci_low']:+.3f}, {t['ci_high']:+.3f}], d_z {t['d_z']:+.2f}, "
             f"p={t['p_value']:.3g}, sign-flip p=0.25, 3 seeds") in report

@@ -4,11 +4,11 @@ from sparsecl.report.sweep import gather, markdown
 
 
 def record(rev, density, forgetting, name=None, **extra):
-    summary = {f"{t}-none-s0": {"forgetting": f, "bwt": -f, "final_avg_loss": 4.0 + f}
-               for t, f in (("dense", 1.0), ("random", forgetting))}
+    headline = {f"metrics/headline/{t}-none-s0.json": {"data": {"forgetting": f, "bwt": -f, "final_avg_loss": 4.0 + f}}
+                for t, f in (("dense", 1.0), ("random", forgetting))}
     return {"rev": rev, "name": name, "error": None, **extra,
             "data": {"params": {"params.yaml": {"data": {"density": density}}},
-                     "metrics": {"metrics/summary.json": {"data": summary}}}}
+                     "metrics": headline}}
 
 
 def test_gather_keeps_finished_records_once_and_skips_the_rest():

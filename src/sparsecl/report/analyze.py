@@ -73,6 +73,26 @@ def arm_summary(a: Arm, refs: dict | None, domains: list[str]) -> dict[str, floa
             "fwt_vs_scratch": forward_transfer_vs_scratch(a.L, [refs["scratch"][d] for d in domains[1:]], a.first)}
 
 
+# What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` print, per arm: how much it forgot, how well it
+# learned, where it ended and what its later phases cost. The rest of its summary is metrics/summary.json.
+HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity")
+VERDICT_FIGURES = ("diff", "p_holm")  # per H1-H3 test: the mean paired difference and its adjusted p
+
+
+def headline(summary: dict, costs: dict) -> dict:
+    """The declared metrics of each arm (metrics/headline/<arm>.json): HEADLINE and its later phases' training
+    TFLOPs."""
+    return {arm: {**{k: s[k] for k in HEADLINE}, "phase_tflops": costs[arm]["train_flops"] / 1e12}
+            for arm, s in summary.items()}
+
+
+def verdict_figures(seed_stats: dict) -> dict:
+    """Per H1-H3 test, VERDICT_FIGURES where computed (no p with fewer than 3 seeds): metrics/verdicts/<test>.json;
+    and `family`, the number of tests, so the folder exists in a run without any (a dense-only one)."""
+    return {"family": {"tests": len(seed_stats["verdicts"])},
+            **{name: {k: t[k] for k in VERDICT_FIGURES if k in t} for name, t in seed_stats["verdicts"].items()}}
+
+
 def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
     """6 N: N = the active parameters of the topology's model, the tied token embedding / LM head once (the
     topology summary leaves that out, as it depends on the trained tokenizer)."""
@@ -134,6 +154,38 @@ def render_lr_grid(grid: dict, params: dict) -> list[str]:
     return lines + [""]
 
 
+def _tsv_curve(path: Path) -> tuple[list[float], list[float]]:
+    """(step, value) columns of a DVCLive step log."""
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [float(r[0]) for r in rows], [float(r[-1]) for r in rows]
+
+
+def step_curves(arms: list[Arm], order: list[str], live_dir: str | Path) -> dict:
+    """Every training stage's loss from its DVCLive folder: `pretrain` per topology and seed, `phases` per arm
+    with its later phases laid end to end, and the `boundaries` between those phases (on the first arm's axis)."""
+    live = Path(live_dir)
+    curves: dict = {"pretrain": {}, "phases": {}, "boundaries": []}
+    for a in arms:
+        base = f"{a.topology}-s{a.seed}"
+        curves["pretrain"].setdefault(base, _tsv_curve(live / "pretrain" / base / "plots" / "metrics" / "loss.tsv"))
+        offset, xs, ys, ends = 0.0, [], [], []
+        for k in range(1, len(order)):
+            steps, loss = _tsv_curve(live / "sequential" / a.name / "plots" / "metrics" / f"phase{k}_{order[k]}"
+                                     / "loss.tsv")
+            xs, ys = xs + [offset + x for x in steps], ys + loss
+            offset += (steps[-1] + 1) if steps else 0.0
+            ends.append(offset)
+        curves["phases"][a.name] = (xs, ys)
+        curves["boundaries"] = curves["boundaries"] or ends[:-1]
+    return curves
+
+
+def long_rows(x: str, series: dict[str, tuple]) -> list[dict]:
+    """Rows (x, arm, loss) of curves by arm: the long table that DVC's by-arm template draws one line per arm of."""
+    return [{x: round(float(u), 6), "arm": name, "loss": round(float(v), 6)}
+            for name, (xs, ys) in series.items() for u, v in zip(xs, ys)]
+
+
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -143,7 +195,8 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, report_path: str,
-            tokens_dir: str = "data/tokens", references_dir: str = "references", lr_dir: str = "lr_search") -> dict:
+            tokens_dir: str = "data/tokens", references_dir: str = "references", lr_dir: str = "lr_search",
+            live_dir: str = "dvclive") -> dict:
     order = params["data"]["order"]
     domains, _ = first_phases(order)
     arms = load_arms(params, eval_dir)
@@ -156,17 +209,28 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
              for t in params["topologies"] for seed in params["seeds"]}
     cross = crossovers(arms, params, flops)
     seed_stats = statistics.compute(arms, summary, analysis=params["analysis"])
+    costs = {a.name: read_json(Path(metrics_dir) / "mechanism" / f"{a.name}.json") for a in arms}
+    # One file per arm and per test, all with the same few keys, so that `dvc metrics show` is a table with
+    # a row per arm (docs/OPERATIONS.md).
+    for folder, files in (("headline", headline(summary, costs)), ("verdicts", verdict_figures(seed_stats))):
+        for name, figures in files.items():
+            write_json(Path(metrics_dir) / folder / f"{name}.json", figures)
     write_json(Path(metrics_dir) / "summary.json", summary)
     write_json(Path(metrics_dir) / "crossover.json", cross)
     write_json(Path(metrics_dir) / "stats.json", seed_stats)
 
     plots_dir = Path(plots_dir)
-    # DVC-native plot data: one row per phase, one column per arm.
-    for name in ("seen_mean", "core"):
-        rows = [{"phase": j, **{a.name: round(float(a.curves[name][j]), 6) for a in arms}} for j in range(len(order))]
-        write_text(plots_dir / "data" / f"{name}_loss.csv", csv_text(rows))
+    # DVC-native plot data in long form (x, arm, loss): dvc.yaml draws each with one line per arm.
+    phases = list(range(len(order)))
+    steps = step_curves(arms, order, live_dir)
+    for name, rows in (("seen_mean_loss", long_rows("phase", {a.name: (phases, a.curves["seen_mean"]) for a in arms})),
+                       ("core_loss", long_rows("phase", {a.name: (phases, a.curves["core"]) for a in arms})),
+                       ("pretrain_steps", long_rows("step", steps["pretrain"])),
+                       ("phase_steps", long_rows("step", steps["phases"]))):
+        write_text(plots_dir / "data" / f"{name}.csv", csv_text(rows))
     plots.domain_curves(arms, order, plots_dir / "domain_loss.png")
     plots.lr_grid(grid, plots_dir / "lr_search.png")
+    plots.training_curves(steps, order, plots_dir / "training_curves.png")
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")

@@ -99,3 +99,23 @@ def lr_grid(grid: dict, path: Path) -> None:
     ax.set_title("lr grid (star: chosen)")
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+
+def training_curves(curves: dict, order: list[str], path: Path) -> None:
+    """The step logs grouped (analyze.step_curves): training loss over pretraining, a line per topology and
+    seed, and over the later phases laid end to end, a line per arm, phase boundaries dotted."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 2]})
+    for name, (xs, ys) in curves["pretrain"].items():
+        axes[0].plot(xs, ys, lw=1, label=name)
+    for name, (xs, ys) in curves["phases"].items():
+        axes[1].plot(xs, ys, lw=1, label=name, ls="--" if name.startswith("dense-") else "-")
+    for x in curves["boundaries"]:
+        axes[1].axvline(x, color="0.8", lw=0.8, ls=":")
+    axes[0].set_title(f"pretraining on {order[0]}")
+    axes[1].set_title("later phases, end to end" + (": " + " -> ".join(order[1:]) if len(order) <= 8 else ""))
+    for ax in axes:
+        ax.set_xlabel("logged window (train.log_every steps each)")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("training loss (nats)")
+    save_figure(fig, path)

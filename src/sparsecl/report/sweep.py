@@ -4,7 +4,7 @@
     python -m sparsecl.report.sweep                                             # table and plot
 
 Reads `dvc exp show --json` (the workspace, the baseline commit and its experiments; `--all-commits`
-for every commit's) and keeps each record that has params.yaml's `density` and metrics/summary.json.
+for every commit's) and keeps each record that has params.yaml's `density` and metrics/headline/.
 Queued, running and failed experiments are skipped (by their executor's state, or an error, or no
 summary metrics); the workspace is skipped
 when it only repeats an experiment (as it does after `dvc exp run`). One row per (record, arm):
@@ -28,7 +28,7 @@ from sparsecl.report import plots  # first: it selects the Agg backend
 from sparsecl.report.analyze import csv_text
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
-SUMMARY = "metrics/summary.json"
+HEADLINE_DIR = "metrics/headline/"  # the declared metrics: <arm>.json each
 VALUES = ("forgetting", "bwt", "final_avg_loss", "core_forgetting")
 
 
@@ -56,6 +56,12 @@ def _records(node):
             yield from _records(node.get(key))
 
 
+def headline_arms(data: dict) -> dict[str, dict]:
+    """{arm: its headline metrics} of one `dvc exp show --json` record, from metrics/headline/<arm>.json."""
+    return {path[len(HEADLINE_DIR):-len(".json")]: (entry or {}).get("data") or {}
+            for path, entry in (data.get("metrics") or {}).items() if path.startswith(HEADLINE_DIR)}
+
+
 def _file_data(data: dict, kind: str, path: str) -> dict:
     entry = (data.get(kind) or {}).get(path) or {}
     return entry.get("data") or {}
@@ -66,7 +72,7 @@ def gather(exp_json: list) -> list[dict]:
     finished = []
     for rec in _records(exp_json):
         params = _file_data(rec["data"], "params", "params.yaml")
-        summary = _file_data(rec["data"], "metrics", SUMMARY)
+        summary = headline_arms(rec["data"])
         if rec.get("error") or "density" not in params or not summary:
             continue
         finished.append((rec, params["density"], summary))
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = gather(exp_show(args.all_commits))
     if not rows:
-        raise SystemExit("error: no finished experiment with metrics/summary.json in `dvc exp show`")
+        raise SystemExit("error: no finished experiment with metrics/headline/ in `dvc exp show`")
     out = Path(args.out)
     write_text(out / "density_forgetting.csv", csv_text(rows))
     text = markdown(rows)
