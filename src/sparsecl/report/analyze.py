@@ -75,14 +75,14 @@ def arm_summary(a: Arm, refs: dict | None, domains: list[str]) -> dict[str, floa
 
 # What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` print, per arm: how much it forgot, how well it
 # learned, where it ended and what its later phases cost. The rest of its summary is metrics/summary.json.
-HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity")
+HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops")
 VERDICT_FIGURES = ("diff", "p_holm")  # per H1-H3 test: the mean paired difference and its adjusted p
 
 
 def headline(summary: dict, costs: dict) -> dict:
-    """The declared metrics of each arm (metrics/headline/<arm>.json): HEADLINE and its later phases' training
-    TFLOPs."""
-    return {arm: {**{k: s[k] for k in HEADLINE}, "phase_tflops": costs[arm]["train_flops"] / 1e12}
+    """The declared metrics of each arm (metrics/headline/<arm>.json): HEADLINE, from its summary and, for
+    its later phases' training TFLOPs, its costs (metrics/mechanism/<arm>.json)."""
+    return {arm: {k: costs[arm]["train_flops"] / 1e12 if k == "phase_tflops" else s[k] for k in HEADLINE}
             for arm, s in summary.items()}
 
 
@@ -167,16 +167,17 @@ def step_curves(arms: list[Arm], order: list[str], live_dir: str | Path) -> dict
     curves: dict = {"pretrain": {}, "phases": {}, "boundaries": []}
     for a in arms:
         base = f"{a.topology}-s{a.seed}"
-        curves["pretrain"].setdefault(base, _tsv_curve(live / "pretrain" / base / "plots" / "metrics" / "loss.tsv"))
-        offset, xs, ys, ends = 0.0, [], [], []
+        if base not in curves["pretrain"]:  # shared by the arms of every mechanism
+            curves["pretrain"][base] = _tsv_curve(live / "pretrain" / base / "plots" / "metrics" / "loss.tsv")
+        offset, xs, ys = 0.0, [], []
         for k in range(1, len(order)):
+            if a is arms[0] and k > 1:
+                curves["boundaries"].append(offset)
             steps, loss = _tsv_curve(live / "sequential" / a.name / "plots" / "metrics" / f"phase{k}_{order[k]}"
                                      / "loss.tsv")
             xs, ys = xs + [offset + x for x in steps], ys + loss
             offset += (steps[-1] + 1) if steps else 0.0
-            ends.append(offset)
         curves["phases"][a.name] = (xs, ys)
-        curves["boundaries"] = curves["boundaries"] or ends[:-1]
     return curves
 
 
@@ -211,7 +212,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     seed_stats = statistics.compute(arms, summary, analysis=params["analysis"])
     costs = {a.name: read_json(Path(metrics_dir) / "mechanism" / f"{a.name}.json") for a in arms}
     # One file per arm and per test, all with the same few keys, so that `dvc metrics show` is a table with
-    # a row per arm (docs/OPERATIONS.md).
+    # a row per arm (docs/METRICS.md "DVC's views").
     for folder, files in (("headline", headline(summary, costs)), ("verdicts", verdict_figures(seed_stats))):
         for name, figures in files.items():
             write_json(Path(metrics_dir) / folder / f"{name}.json", figures)
@@ -234,7 +235,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
-    mechanism_section = mechanism_compare.section(arms, summary, metrics_dir, plots_dir)
+    mechanism_section = mechanism_compare.section(arms, summary, costs, plots_dir)
     report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops),
                         *render_lr_grid(grid, params), *topology_section,
                         mechanism_section, *render_matrices(arms, order)])

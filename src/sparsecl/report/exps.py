@@ -16,7 +16,7 @@ import json
 import sys
 
 from sparsecl.report.analyze import HEADLINE
-from sparsecl.report.sweep import _records, exp_show, headline_arms
+from sparsecl.report.sweep import exp_show, headline_arms, records
 
 DEFAULT_METRICS = ("forgetting", "final_avg_loss")
 
@@ -33,7 +33,7 @@ def _flat(node, prefix: str = "") -> dict:
 def rows(exp_json: list) -> list[dict]:
     """Per finished record: its label, flat params and {arm: {metric: value}} from metrics/headline/."""
     out = []
-    for rec in _records(exp_json):
+    for rec in records(exp_json):
         data = rec["data"]
         arms = headline_arms(data)
         if not arms:
@@ -58,10 +58,10 @@ def table(records: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) -> st
     """A fixed-width text table: label, the params that differ between the records, then per metric the arms."""
     if not records:
         raise SystemExit("error: no finished experiment with metrics/headline/ in `dvc exp show` (run dvc repro first)")
-    unknown = sorted(set(metrics) - set(HEADLINE) - {"phase_tflops"})
+    unknown = sorted(set(metrics) - set(HEADLINE))
     if unknown:
         raise SystemExit(f"error: --metric {', '.join(unknown)}: not a headline metric "
-                         f"(allowed: {', '.join(HEADLINE + ('phase_tflops',))})")
+                         f"(allowed: {', '.join(HEADLINE)})")
     keys = sorted({k for r in records for k in r["params"]})
     varying = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in records}) > 1]
     arms = sorted({a for r in records for a in r["arms"]})

@@ -1,13 +1,11 @@
 """The mechanism comparison of the analyze stage: forgetting and final loss against what each arm cost
-(the sequential stage's metrics/mechanism/<arm>.json), as a table for report.md and a plot."""
+(the sequential stage's metrics/mechanism/<arm>.json, read by analyze), as a table for report.md and a plot."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from sparsecl.report.plots import save_figure  # first: plots selects the Agg backend
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
-
-from sparsecl.io import read_json
 
 MARKERS = "o^sDvP*X"
 
@@ -45,9 +43,9 @@ def plot(arms, summary: dict, costs: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def section(arms, summary: dict, metrics_dir: str | Path, plots_dir: str | Path) -> str:
-    """Write plots/mechanism_compare.png and return the report's mechanism comparison (markdown)."""
-    costs = {a.name: read_json(Path(metrics_dir) / "mechanism" / f"{a.name}.json") for a in arms}
+def section(arms, summary: dict, costs: dict, plots_dir: str | Path) -> str:
+    """Write plots/mechanism_compare.png and return the report's mechanism comparison (markdown); `costs` are
+    the arms' metrics/mechanism/<arm>.json."""
     plot(arms, summary, costs, Path(plots_dir) / "mechanism_compare.png")
     none = {(a.topology, a.seed): costs[a.name]["train_flops"] for a in arms if a.mechanism == "none"}
     lines = ["## Mechanisms: forgetting against cost", "",

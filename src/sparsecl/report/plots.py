@@ -101,7 +101,6 @@ def lr_grid(grid: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-
 def training_curves(curves: dict, order: list[str], path: Path) -> None:
     """The step logs grouped (analyze.step_curves): training loss over pretraining, a line per topology and
     seed, and over the later phases laid end to end, a line per arm, phase boundaries dotted."""

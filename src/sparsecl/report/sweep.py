@@ -40,12 +40,12 @@ def exp_show(all_commits: bool = False) -> list:
     return json.loads(proc.stdout)
 
 
-def _records(node):
+def records(node):
     """Every row of `dvc exp show --json` at any depth: baselines, and their experiments' revisions, except
     experiments whose executor is not done (a running one can show the metrics files it started from)."""
     if isinstance(node, list):
         for item in node:
-            yield from _records(item)
+            yield from records(item)
     elif isinstance(node, dict):
         executor = node.get("executor")
         if isinstance(executor, dict) and executor.get("state") in ("queued", "running", "failed"):
@@ -53,7 +53,7 @@ def _records(node):
         if isinstance(node.get("data"), dict):
             yield node
         for key in ("experiments", "revs"):
-            yield from _records(node.get(key))
+            yield from records(node.get(key))
 
 
 def headline_arms(data: dict) -> dict[str, dict]:
@@ -70,7 +70,7 @@ def _file_data(data: dict, kind: str, path: str) -> dict:
 def gather(exp_json: list) -> list[dict]:
     """One row per (finished record, arm): experiment, rev, density, topology, mechanism, seed, metrics."""
     finished = []
-    for rec in _records(exp_json):
+    for rec in records(exp_json):
         params = _file_data(rec["data"], "params", "params.yaml")
         summary = headline_arms(rec["data"])
         if rec.get("error") or "density" not in params or not summary:
