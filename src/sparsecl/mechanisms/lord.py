@@ -179,11 +179,12 @@ class LowRedundancyDistillation(DarkExperienceReplay):
         full = teacher(x)[0].float()
         # The stage's units and heads, those with outgoing weights, come first in unit_order.
         active = [tuple(int((n > 0).sum()) for n in outgoing_l1(b)) for b in teacher.transformer.h]
+        order = unit_order(teacher)
         best = None
         self.flops += forward_flops(teacher) * x.numel()
         for _ in range(s["teacher_candidates"]):
             units, heads = [], []
-            for (ur, hr), (n_units, n_heads) in zip(unit_order(teacher), active):
+            for (ur, hr), (n_units, n_heads) in zip(order, active):
                 units.append(first_of(ur, n_units * int(torch.randint(1, 9, (), generator=self.rng)) // 8))
                 heads.append(first_of(hr, int(torch.randint(1, max(1, n_heads) + 1, (), generator=self.rng))))
             occupancy = block_weights(teacher, units, heads) / self.full_weights
