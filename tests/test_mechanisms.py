@@ -11,7 +11,6 @@ from sparsecl.mechanisms import MECHANISMS, make
 from sparsecl.mechanisms.buffer import ReservoirBuffer
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import block_weights, forward_flops, param_count
-from sparsecl.mechanisms.lord import trainable_entries
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase
@@ -143,22 +142,7 @@ def test_reservoir_keeps_a_uniform_sample():
     assert stats.chisquare(counts).pvalue > 0.001
 
 
-def test_derpp_stores_logits_at_insertion_time(toy_params, tmp_path):
-    model = tiny(toy_params)
-    mech = make("derpp", toy_params["mechanism"]["derpp"])
-    mech.end_phase(0, "d0", model, DOMAINS[0])
-    at_insertion = snapshot(model)
-    stored = mech.buffer.windows[: len(mech.buffer)].long()
-    values, indices = mech.buffer.values[: len(mech.buffer)].clone(), mech.buffer.indices[: len(mech.buffer)]
-    mech.begin_phase(1, "d1", model)
-    train_phase(model, DOMAINS[1], 1536, toy_params["train"], seed=0, phase=1, mechanism=mech, device=CPU,
-                resume_file=tmp_path / "r.pt", label="t")
-    with torch.no_grad():
-        then = at_insertion(stored[:, :-1])[0].topk(indices.shape[-1], dim=-1)
-        now = model.eval()(stored[:, :-1])[0].gather(-1, indices.long())
-    assert torch.equal(mech.buffer.values[: len(mech.buffer)], values)
-    assert torch.equal(then.indices.int(), indices) and torch.allclose(then.values, values)
-    assert not torch.allclose(now, values, atol=1e-3)
+# DER++'s stored distribution, ER's single batch and LoRD's buffer: tests/test_replay.py.
 
 
 # --- SSD -------------------------------------------------------------------------------------------------
@@ -209,25 +193,7 @@ def test_teacher_snapshot_round_trip(toy_params):
 
 # --- LoRD ------------------------------------------------------------------------------------------------
 
-def test_lord_trainable_fraction_follows_its_schedule(toy_params, tmp_path):
-    settings = {**toy_params["mechanism"]["lord"], "start_fraction": 0.25, "full_at_phase": 3}
-    mech = make("lord", settings)
-    assert [mech.trainable_fraction(k) for k in (1, 2, 3, 4)] == pytest.approx([0.25, 0.625, 1.0, 1.0])
-    model = tiny(toy_params, "dense")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    run(model, mech, toy_params, tmp_path, phases=1)
-    units = model.transformer.h[0].mlp.c_fc.out_features
-    changed = (model.transformer.h[0].mlp.c_fc.weight != before["transformer.h.0.mlp.c_fc.weight"]).any(1)
-    assert changed.tolist() == [i < units // 4 for i in range(units)]  # exactly the first quarter trained
-    fc_proj = model.transformer.h[1].attn.c_proj.weight != before["transformer.h.1.attn.c_proj.weight"]
-    assert fc_proj.any(0).view(toy_params["model"]["n_head"], -1).any(1).tolist() == [True, False]
-    assert mech.metrics()["trainable_fraction"] == {"phase1_d1": 0.25}
-
-
-def test_lord_trains_at_least_one_unit_and_head_at_a_tiny_fraction(toy_params):
-    _, units, heads = trainable_entries(tiny(toy_params, "dense"), 1e-6)
-    assert all(u.sum() == 1 for u in units) and all(h.sum() == 1 for h in heads)
-
+# LoRD's student (units beyond the stage out of the network, the freeze ablation): tests/test_replay.py.
 
 def test_lord_pruned_teacher_and_insertion_probability(toy_params):
     settings = toy_params["mechanism"]["lord"]
@@ -239,12 +205,6 @@ def test_lord_pruned_teacher_and_insertion_probability(toy_params):
     assert kept / block_weights(model) == pytest.approx(mech.occupancy) and mech.occupancy < 0.95
     assert param_count(mech.teacher, mech.units, mech.heads) < param_count(model)
     assert mech.insert_probability() == pytest.approx(math.exp(-0.75 * mech.occupancy))
-    # The buffer admits that share of the candidate windows (binomial test): offer 2000 at a phase's end.
-    offered = 2000
-    mech.settings = {**settings, "buffer_size": offered}
-    mech.buffer = ReservoirBuffer(offered, settings["logit_topk"])
-    mech.end_phase(1, "d1", model, np.tile(DOMAINS[1], 30))
-    assert stats.binomtest(mech.buffer.seen, offered, mech.insert_probability()).pvalue > 0.001
 
 
 # --- postprune -----------------------------------------------------------------------------------------

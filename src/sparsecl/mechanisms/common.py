@@ -1,5 +1,5 @@
 """Pieces several mechanisms share: a frozen teacher snapshot, fixed probe windows of a domain, and
-parameter entries held fixed through optimizer steps."""
+parameter entries held fixed through optimizer steps (or held out of the model)."""
 from __future__ import annotations
 
 import copy
@@ -72,6 +72,16 @@ class FrozenEntries:
     def restore(self, model: torch.nn.Module) -> None:
         for p, m, frozen in self._entries(model):
             p.copy_(torch.where(m, p, frozen))
+
+    @torch.no_grad()
+    def remove(self, model: torch.nn.Module) -> None:
+        """Set the held entries to 0 in the model (their values stay here, for `restore`)."""
+        for p, m, _ in self._entries(model):
+            p.mul_(m)
+
+    def nbytes(self) -> int:
+        """Bytes of the held values that are not 0 (masked entries need no storage)."""
+        return sum(int(torch.count_nonzero(v)) * v.element_size() for v in self.values.values())
 
     def state_dict(self) -> dict:
         return {"trainable": self.trainable, "values": self.values}

@@ -1,9 +1,11 @@
 """`er`: experience replay (Mammoth models/er.py, for a language model).
 
-A reservoir buffer holds sequences of past domains; every step adds `weight` times the next-token loss on
-`replay_batch` sequences drawn from it. Sequences enter at the end of each phase (the pretraining phase
-included): `buffer_size` fixed windows of the finished domain are offered to the reservoir, so every domain
-is offered equally and the buffer stays a uniform sample of all of them.
+A reservoir buffer holds sequences of past domains; every step trains on the current batch and
+`replay_batch` sequences drawn from it as one batch: the loss is the mean next-token loss over the tokens of
+both, a replayed token counting `weight` times a current one (1: Mammoth's single concatenated batch; 0:
+no replay). Sequences enter at the end of each phase (the pretraining phase included): `buffer_size` fixed
+windows of the finished domain are offered to the reservoir, so every domain is offered equally and the
+buffer stays a uniform sample of all of them.
 """
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from sparsecl.mechanisms.cost import forward_flops
 REPLAY_SCHEMA = {"buffer_size": number(1, integer=True), "replay_batch": number(1, integer=True)}
 
 
-class ExperienceReplay(Mechanism):
-    SCHEMA = {**REPLAY_SCHEMA, "weight": number(0)}
+class ReplayBase(Mechanism):
+    """The buffer and its upkeep, shared by ER, DER++ and LoRD; subclasses say how replay enters the loss."""
 
     def __init__(self, settings: dict, seed: int = 0):
         super().__init__(settings, seed)
-        # DER++ (and LoRD) also store each sequence's top `logit_topk` logits.
+        # DER++ (and LoRD) also store each sequence's distribution over its `logit_topk` likeliest tokens.
         self.buffer = ReservoirBuffer(settings["buffer_size"], settings.get("logit_topk", 0))
 
     def begin_phase(self, phase, domain, model) -> None:
@@ -37,13 +39,6 @@ class ExperienceReplay(Mechanism):
         if self.buffer.logit_topk:  # the stored logits cost a forward pass of the sequences that entered
             self.flops += forward_flops(model) * entered * model.cfg.block_size
 
-    def loss(self, model, x, y):
-        return self.next_token_loss(model, x, y) + self.replay_loss(model)
-
-    def replay_loss(self, model):
-        bx, by, _ = self.buffer.sample(self.settings["replay_batch"], self.rng)
-        return self.settings["weight"] * self.next_token_loss(model, bx, by, replay=True)
-
     def extra_memory_bytes(self) -> int:
         return self.buffer.nbytes()
 
@@ -56,3 +51,16 @@ class ExperienceReplay(Mechanism):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer.load_state_dict(state["buffer"])
+
+
+class ExperienceReplay(ReplayBase):
+    SCHEMA = {**REPLAY_SCHEMA, "weight": number(0)}
+
+    def loss(self, model, x, y):
+        bx, by, _ = self.buffer.sample(self.settings["replay_batch"], self.rng)
+        # The mean over the concatenated batch, from the two batches' means: the current batch's share is
+        # its tokens over all tokens (the whole batch's under data parallelism), exactly 1 at weight 0.
+        current, replayed = self.batch_tokens(x), self.settings["weight"] * by.numel()
+        share = current / (current + replayed)
+        return (share * self.next_token_loss(model, x, y)
+                + (1 - share) * self.next_token_loss(model, bx, by, replay=True))
