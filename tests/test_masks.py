@@ -1,3 +1,7 @@
+import struct
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +11,7 @@ from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint, model_masks, save_checkpoint
 from sparsecl.topology.allocation import allocate
-from sparsecl.topology.store import load_masks, make_masks, masked_blocks, save_masks
+from sparsecl.topology.store import load_masks, make_masks, mask_hash, masked_blocks, save_masks
 from sparsecl.train.loop import make_optimizer, train_phase
 
 
@@ -118,6 +122,37 @@ def test_checkpoint_round_trip_keeps_masks_and_outputs(tmp_path, toy_params):
     x = torch.randint(0, 64, (2, 16))
     model.eval(), loaded.eval()
     assert torch.equal(model(x)[0], loaded(x)[0])
+    # Compact: bool buffers in the model, 1 bit an entry in the checkpoint, no mask among the weights.
+    assert all(layer.mask.dtype == torch.bool for layer in loaded.masked_layers().values())
+    ck = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert not any(k.endswith(".mask") for k in ck["model"])
+    assert {k: v["bits"].numel() for k, v in ck["masks"].items()} == {k: (m.numel() + 7) // 8 for k, m in masks.items()}
+    assert ck["mask_sha256"] == blob["sha256"] == mask_hash(masks)
+
+
+def test_a_checkpoint_with_corrupted_packed_masks_is_refused(tmp_path, toy_params):
+    """The checkpoint's own masks are checked against its hash before they are compared with the topology's."""
+    model, masks = toy_model(toy_params)
+    save_masks(tmp_path / "m.pt", masks, "random", 0)
+    save_checkpoint(tmp_path / "c.pt", model)
+    ck = torch.load(tmp_path / "c.pt", weights_only=False)
+    ck["masks"][next(iter(ck["masks"]))]["bits"][3] ^= 0x04
+    torch.save(ck, tmp_path / "c.pt")
+    with pytest.raises(IntegrityError, match="masks do not match their stored sha256"):
+        load_checkpoint(tmp_path / "c.pt", load_masks(tmp_path / "m.pt"))
+
+
+def test_masked_multiply_with_a_bool_mask_is_exact(toy_params):
+    """weight * bool mask equals the weight where kept and +0 elsewhere, bit for bit: what the float mask
+    gave, in forward and backward."""
+    model, masks = toy_model(toy_params)
+    layer = next(iter(model.masked_layers().values()))
+    w = layer.weight.detach().clone().requires_grad_(True)
+    as_float = w * layer.mask.to(w.dtype)
+    assert torch.equal(layer.effective_weight, as_float)
+    g = torch.randn_like(w)
+    (layer.effective_weight * g).sum().backward()
+    assert torch.equal(layer.weight.grad, g * layer.mask.to(w.dtype))
 
 
 def test_checkpoint_with_other_masks_is_refused(tmp_path, toy_params):
@@ -132,21 +167,38 @@ def test_corrupted_mask_file_is_detected(tmp_path, toy_params):
     masks = make_masks(toy_params, "random", 0)
     save_masks(tmp_path / "m.pt", masks, "random", 0)
     blob = torch.load(tmp_path / "m.pt", weights_only=True)
-    name = next(iter(blob["masks"]))
-    blob["masks"][name][0, 0] = ~blob["masks"][name][0, 0]  # one flipped connection
+    name = next(iter(blob["packed"]))
+    blob["packed"][name]["bits"][0] ^= 0x80  # one flipped connection: entry (0, 0)
     torch.save(blob, tmp_path / "m.pt")
     with pytest.raises(ValueError, match="corrupted"):
         load_masks(tmp_path / "m.pt")
 
 
+def storage_bytes(path) -> list[int]:
+    """Offsets of the bytes of a torch archive's tensor storage records (`<archive>/data/<n>`, stored
+    uncompressed): here the packed mask bits."""
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+    raw = Path(path).read_bytes()
+    out = []
+    for info in (i for i in infos if i.filename.split("/")[-2:-1] == ["data"]):
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len
+        out += range(start, start + info.file_size)
+    return out
+
+
 def test_any_flipped_byte_of_a_mask_file_is_refused_or_harmless(tmp_path, toy_params):
     """Flip one byte at a time across the whole file: loading either raises IntegrityError or (a byte of zip
-    bookkeeping torch does not read) gives exactly the saved masks. Never other masks, never another error."""
+    bookkeeping torch does not read) gives exactly the saved masks. Never other masks, never another error;
+    and every flip in the packed bits is refused."""
     masks = make_masks(toy_params, "random", 0)
     save_masks(tmp_path / "m.pt", masks, "random", 0)
     raw = (tmp_path / "m.pt").read_bytes()
+    records = set(storage_bytes(tmp_path / "m.pt"))
+    assert len(records) == sum((m.numel() + 7) // 8 for m in masks.values())
     refused = 0
-    for pos in range(0, len(raw), 37):
+    for pos in sorted(set(range(0, len(raw), 37)) | set(sorted(records)[::7])):
         flipped = bytearray(raw)
         flipped[pos] ^= 0x01
         (tmp_path / "f.pt").write_bytes(bytes(flipped))
@@ -155,8 +207,9 @@ def test_any_flipped_byte_of_a_mask_file_is_refused_or_harmless(tmp_path, toy_pa
         except IntegrityError:
             refused += 1
             continue
+        assert pos not in records, pos
         assert blob["masks"].keys() == masks.keys() and all(torch.equal(blob["masks"][k], masks[k]) for k in masks)
-    assert refused > 0.9 * len(range(0, len(raw), 37))
+    assert refused > 0.5 * len(range(0, len(raw), 37))
     (tmp_path / "f.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(IntegrityError, match="cannot be read"):
         load_masks(tmp_path / "f.pt")

@@ -13,7 +13,8 @@ CFG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, bias=Fals
 
 def _model(density: float, bias: bool = False, only: str = "") -> GPT:
     """Random masks at `density` on every sparsified matrix, or only on those whose name contains `only`."""
-    params = {"density": density, "model": {**CFG, "bias": bias}, "topology": {"random": {"allocation": "uniform"}}}
+    random = {"allocation": "uniform", "no_dead_units": False, "same_mask_every_layer": False}
+    params = {"density": density, "model": {**CFG, "bias": bias}, "topology": {"random": random}}
     masks = {n: m for n, m in make_masks(params, "random", 0).items() if only in n}
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, **params["model"]), masks=masks)

@@ -36,6 +36,8 @@ class MaskedLinear(nn.Linear):
 
     The forward pass uses `weight * mask`, so the gradient of a masked entry is exactly 0, and so are its
     Adam moments; decoupled weight decay keeps a zero weight at zero. Masked entries stay 0 forever.
+    The mask is a bool buffer (1 byte per entry, not the weight's 4): multiplying by a bool is exact (x * 1
+    = x, x * 0 = 0), and at the 1B preset the masks take 0.9 GiB on the device instead of 3.7 GiB.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool, blocks: int = 1):
@@ -51,14 +53,14 @@ class MaskedLinear(nn.Linear):
         if mask is not None:
             if tuple(mask.shape) != tuple(self.weight.shape):
                 raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.weight.shape)}")
-            mask = mask.to(dtype=self.weight.dtype, device=self.weight.device)
+            mask = mask.to(dtype=torch.bool, device=self.weight.device)
             with torch.no_grad():
                 self.weight.mul_(mask)
         self.mask = mask
 
     @property
     def density(self) -> float:
-        return 1.0 if self.mask is None else float(self.mask.mean())
+        return 1.0 if self.mask is None else int(self.mask.count_nonzero()) / self.mask.numel()
 
     @property
     def init_gain(self) -> float:

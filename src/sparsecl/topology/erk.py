@@ -1,9 +1,10 @@
 """`random` with RigL's ERK layer allocation, under its own name so one run can hold both random arms
-(`random` keeps its own `allocation` setting; this one is always ERK)."""
+(`random` keeps its own settings; this one is always ERK, plain Erdos-Renyi, a new mask in every layer)."""
 from sparsecl.topology import random_er
 
 SCHEMA: dict = {}
 
 
 def build(blocks, density, settings, rng):
-    return random_er.build(blocks, density, {"allocation": "erk"}, rng)
+    return random_er.build(blocks, density, {"allocation": "erk", "no_dead_units": False,
+                                             "same_mask_every_layer": False}, rng)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsecl.topology.allocation import allocate, check_allocation, spread, stack_masks
+from sparsecl.topology.allocation import allocate, check_allocation, check_flag, spread, stack_masks
 
-SCHEMA = {"allocation": check_allocation}
+SCHEMA = {"allocation": check_allocation, "same_mask_every_layer": check_flag}
 
 
 def biregular(row_deg: np.ndarray, col_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,4 +52,5 @@ def build(blocks, density, settings, rng: np.random.Generator):
             return biregular(row_deg, col_deg, rng)
         return ~biregular(n_in - row_deg, n_out - col_deg, rng)
 
-    return stack_masks(blocks, allocate(blocks, density, settings["allocation"]), block_mask)
+    return stack_masks(blocks, allocate(blocks, density, settings["allocation"]), block_mask,
+                       settings["same_mask_every_layer"])
