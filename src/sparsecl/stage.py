@@ -6,7 +6,7 @@ import sys
 from typing import Callable
 
 from sparsecl import params as params_mod
-from sparsecl.data.sources import EmptyDomainError
+from sparsecl.data.sources import DataSourceError
 from sparsecl.device import resolve_device
 from sparsecl.io import IntegrityError, NonFiniteError
 from sparsecl.train import distributed
@@ -27,7 +27,7 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
             distributed.init(resolve_device(p["device"]))
         main(p, ns)
         distributed.barrier()  # every rank is done before any leaves
-    except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
+    except (params_mod.ParamsError, DataSourceError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (IntegrityError, NonFiniteLossError, NonFiniteError, distributed.DistributedSetupError) as e:

@@ -149,7 +149,8 @@ class TokenData:
 
     def meta(self, domain: str, split: str) -> dict:
         if domain not in self.manifest["domains"]:
-            raise KeyError(f"domain {domain!r} is not in {self.folder}/manifest.json; rerun the tokenize stage")
+            raise IntegrityError(f"{self.folder}/manifest.json: data.domains.{domain} is not in it (tokenized with "
+                                 f"other params); rerun `dvc repro tokenize`")
         return self.manifest["domains"][domain][split]
 
     def array(self, domain: str, split: str) -> np.ndarray:
