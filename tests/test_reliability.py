@@ -201,6 +201,30 @@ def test_stage_refuses_a_corrupted_input(reference, params, tokens, tmp_path, mo
     assert not (ws / "models").exists()
 
 
+def test_a_corrupted_last_phase_is_refused_before_the_first_phase_trains(reference, params, tmp_path, monkeypatch,
+                                                                       capsys):
+    """One byte flipped in the last phase's token array: the sequential stage refuses before training phase 1,
+    and the step logs and models of the earlier run stay as they were."""
+    ws = tmp_path / "late"
+    shutil.copytree(reference, ws)
+    last = ws / "data" / "tokens" / f"{params['data']['order'][-1]}.train.bin"
+    raw = bytearray(last.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    last.write_bytes(bytes(raw))
+    logs = {f: f.read_bytes() for f in sorted((ws / "dvclive").rglob("*")) if f.is_file()}
+    before = outputs(ws)
+    assert any("sequential" in str(f) for f in logs)
+    monkeypatch.chdir(ws)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        stage("sequential", *SEQ, 0, monkeypatch=monkeypatch)
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and err.startswith(f"error: data/tokens/{last.name}: missing, or its content hash")
+    assert "phase 1" not in out, out
+    assert {f: f.read_bytes() for f in sorted((ws / "dvclive").rglob("*")) if f.is_file()} == logs
+    assert outputs(ws) == before and not (ws / "runs" / "resume" / "random-none-s0").exists()
+
+
 def test_an_in_phase_checkpoint_of_another_phase_is_not_resumed(tmp_path, toy_params, capsys):
     """A run killed between saving a finished phase and deleting its in-phase checkpoint leaves that file
     behind; the next phase must start fresh, not from it."""

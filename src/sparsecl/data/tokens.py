@@ -164,6 +164,13 @@ class TokenData:
             self._arrays[key] = np.memmap(path, dtype=self.dtype, mode="r")
         return self._arrays[key]
 
+    def verify(self, domains: list[str]) -> None:
+        """Check both splits of every domain against the manifest now: read lazily, a corrupted array of the
+        last phase would be found only when that phase starts, after the earlier ones trained."""
+        for domain in dict.fromkeys(domains):
+            for split in SPLITS:
+                self.array(domain, split)
+
     def require(self, domains: list[str], block_size: int) -> None:
         """Refuse, before any training, a domain too short for one training window (block_size + 2 tokens)
         or one evaluation window (block_size + 1): otherwise the stage would fail hours later, at that phase."""
