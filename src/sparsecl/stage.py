@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable
 
@@ -33,6 +34,12 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
     except (IntegrityError, NonFiniteLossError, NonFiniteError, distributed.DistributedSetupError) as e:
         # a corrupted input, a run that diverged, a non-finite result, or ranks that disagree
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk: the message names the file (sparsecl.io); the rerun resumes as after a kill
+        print(f"error: {e}; free some space and rerun", file=sys.stderr)
         sys.exit(1)
     finally:
         distributed.close()
