@@ -96,7 +96,7 @@ def test_an_hf_dataset_that_cannot_be_reached_exits_2_with_one_line(tmp_path, to
     toy_params["data"]["domains"]["beta"] = {"source": "hf", "dataset": "someone/news", "split": "train"}
     code, err = tokenize_stage(tmp_path, toy_params, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("error: data.domains.beta: the hf dataset 'someone/news' (config None, split 'train') "
+    assert err.startswith("error: data.domains.beta: the hf dataset 'someone/news' (split 'train') "
                           "cannot be loaded (ConnectionError: Couldn't reach 'someone/news' on the Hub "
                           "(LocalEntryNotFoundError)); check the network, data.domains.beta.dataset"), err
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]

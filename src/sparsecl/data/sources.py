@@ -81,7 +81,8 @@ def hf_documents(key: str, dataset: str, config: str | None, split: str, text_fi
     try:
         ds = datasets.load_dataset(dataset, config, split=split)
     except Exception as e:  # no network, an unknown or gated dataset, a wrong config or split
-        raise DataSourceError(f"{key}: the hf dataset {dataset!r} (config {config!r}, split {split!r}) cannot be "
+        which = f"config {config!r}, split {split!r}" if config else f"split {split!r}"
+        raise DataSourceError(f"{key}: the hf dataset {dataset!r} ({which}) cannot be "
                               f"loaded ({_reason(e)}); check the network, {key}.dataset, .config and .split, or "
                               f"use a local copy (a dataset folder as {key}.dataset, or source: files)") from e
     return _column(key, ds, text_field), {"dataset": dataset, "config": config or "", "split": split,
