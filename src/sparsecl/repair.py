@@ -59,9 +59,10 @@ def _rwlock_problem(text: str) -> str | None:
 def _committed_lockfile(root: Path) -> str | None:
     """HEAD's dvc.lock if git has one DVC can read."""
     try:
-        text = subprocess.run(["git", "show", f"HEAD:{LOCKFILE}"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError):  # no git, no commit, or dvc.lock not committed
+        # ./ : relative to the DVC root, which may be a subfolder of the git repository
+        text = subprocess.run(["git", "show", f"HEAD:./{LOCKFILE}"], cwd=root, capture_output=True,
+                              check=True).stdout.decode("utf-8")
+    except (OSError, subprocess.CalledProcessError, UnicodeDecodeError):  # no git, no commit, not committed
         return None
     return text if _lockfile_problem(text) is None else None
 
@@ -71,9 +72,11 @@ def _repair_lockfile(root: Path) -> str | None:
 
     path = root / LOCKFILE
     try:
-        problem = _lockfile_problem(path.read_text(encoding="utf-8", errors="replace"))
+        problem = _lockfile_problem(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:  # cut inside a character
+        problem = "not UTF-8 (cut short)"
     if problem is None:
         return None
     committed = _committed_lockfile(root)
@@ -95,9 +98,11 @@ def _repair_rwlock(tmp_dir: Path, hardlink: bool) -> str | None:
     # DVC's own guard of this file: never read it while a DVC process is halfway through writing it.
     with make_lock(str(tmp_dir / "rwlock.lock"), tmp_dir=str(tmp_dir), hardlink_lock=hardlink):
         try:
-            problem = _rwlock_problem(path.read_text(encoding="utf-8", errors="replace"))
+            problem = _rwlock_problem(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            problem = "not UTF-8 (cut short)"
         if problem is None:
             return None
         path.unlink()
@@ -106,17 +111,16 @@ def _repair_rwlock(tmp_dir: Path, hardlink: bool) -> str | None:
 
 
 def repair(root: str | Path = ".") -> list[str]:
-    """Repair what a kill left torn in the DVC repository at `root`; return one line per repair done.
+    """Repair what a kill left torn in the DVC repository `root` is in; return one line per repair done.
     Raises dvc.lock.LockError if another DVC process holds the repository."""
     from dvc.repo import Repo
 
-    root = Path(root)
-    repo = Repo(str(root), uninitialized=True)
+    repo = Repo(str(root), uninitialized=True)  # finds the repository's root above `root`
     try:
         if repo.tmp_dir is None:  # not a DVC repository (yet): nothing of DVC's to repair
             return []
         with repo.lock:
-            done = [_repair_lockfile(root),
+            done = [_repair_lockfile(Path(repo.root_dir)),
                     _repair_rwlock(Path(repo.tmp_dir), repo.config["core"].get("hardlink_lock", False))]
     finally:
         repo.close()
