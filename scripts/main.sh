@@ -11,4 +11,6 @@ git_commit() { git -c user.name=sparsecl -c user.email=sparsecl@localhost commit
 [ -d .git ] || git init --quiet
 [ -d .dvc ] || { dvc init --quiet && git add .dvc .dvcignore; }
 git rev-parse --verify HEAD >/dev/null 2>&1 || { git add -A && git_commit -m "sparsecl: initial import"; }
+# A kill while DVC rewrites dvc.lock or .dvc/tmp/rwlock leaves it torn: repair that first (sparsecl/repair.py).
+python -m sparsecl.repair --quiet
 time dvc repro "$@"

@@ -1,13 +1,17 @@
 import json
 import random
 import re
+import runpy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from sparsecl.data import builtin
 from sparsecl.data.batches import eval_windows, sample_batch
-from sparsecl.data.sources import EmptyDomainError, load_documents
+from sparsecl.data.sources import DataSourceError, EmptyDomainError, load_documents
 from sparsecl.data.tokens import TokenData, build, select_and_split
 from sparsecl.io import IntegrityError
 
@@ -58,8 +62,55 @@ def test_empty_domain_is_refused_with_its_name(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(EmptyDomainError, match="data.domains.legal"):
         load_documents("legal", {"source": "files", "paths": [str(tmp_path / "empty.txt")]}, 0)
-    with pytest.raises(EmptyDomainError, match="no file matches"):
-        load_documents("legal", {"source": "files", "paths": [str(tmp_path / "nothing*.txt")]}, 0)
+
+
+def tokenize_stage(ws, params, monkeypatch, capsys) -> tuple[int, str]:
+    """The tokenize stage's entry point in workspace `ws`, in this process (so a monkeypatch reaches it)."""
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(ws)
+    monkeypatch.setattr(sys, "argv", ["tokenize_domains.py"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "pipeline" / "tokenize_domains.py"),
+                       run_name="__main__")
+    return e.value.code, capsys.readouterr().err
+
+
+def test_a_files_glob_that_matches_nothing_exits_2_naming_the_domain(tmp_path, toy_params, monkeypatch, capsys):
+    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": ["nothere/*.txt"]}
+    code, err = tokenize_stage(tmp_path, toy_params, monkeypatch, capsys)
+    assert code == 2 and err == (f"error: data.domains.beta: no file matches data.domains.beta.paths "
+                                 f"['nothere/*.txt'] (relative paths are read from {tmp_path}); fix the paths or "
+                                 f"add the files\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def test_an_hf_dataset_that_cannot_be_reached_exits_2_with_one_line(tmp_path, toy_params, monkeypatch, capsys):
+    """The hub call replaced by the error datasets raises without a network (no real network used)."""
+    import datasets
+
+    def offline(path, *args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    toy_params["data"]["domains"]["beta"] = {"source": "hf", "dataset": "someone/news", "split": "train"}
+    code, err = tokenize_stage(tmp_path, toy_params, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: data.domains.beta: the hf dataset 'someone/news' (split 'train') "
+                          "cannot be loaded (ConnectionError: Couldn't reach 'someone/news' on the Hub "
+                          "(LocalEntryNotFoundError)); check the network, data.domains.beta.dataset"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def test_a_missing_text_field_or_an_unreadable_file_names_the_domain_and_the_fix(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(DataSourceError, match=re.escape(
+            "data.domains.legal: text_field 'text' is not a column of its data; set data.domains.legal.text_field "
+            "to one of ['body']")):
+        load_documents("legal", {"source": "files", "paths": [str(tmp_path / "a.jsonl")], "format": "json"}, 0)
+    with pytest.raises(DataSourceError, match=r"data.domains.legal: its 1 file\(s\) cannot be read as "
+                                              r"data.domains.legal.format 'parquet' \(ArrowInvalid: "):
+        load_documents("legal", {"source": "files", "paths": [str(tmp_path / "a.jsonl")], "format": "parquet"}, 0)
 
 
 @pytest.mark.parametrize("name", ["code", "medical", "legal", "dialogue"])

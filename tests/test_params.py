@@ -153,6 +153,33 @@ INVALID = {
     "section of the wrong type": (with_value("train", 5), "train: expected a mapping, got 5", 1),
     "missing key": (with_text("  lr: 0.003\n", ""), "train.lr: missing key", 1),
     "not YAML": (lambda p: "density: [0.25\n", "is not valid YAML", 1),
+    "not UTF-8": (lambda p: yaml.safe_dump(p).replace("lr: 0.003", "lr: 0.003  # \xe9").encode("latin-1"),
+                  "params.yaml is not UTF-8 text (byte 0xe9 on line ", 0),
+    "a bool for an integer": (with_value("seeds", [True]),
+                              "seeds[0]: True is not an integer (YAML reads true/false, yes/no and on/off as a bool)",
+                              1),
+    # Non-finite numbers pass every range comparison (NaN) or every lower bound (inf): each is named.
+    "NaN density": (with_text("density: 0.25", "density: .nan"), "density: nan is not a finite number", 1),
+    "NaN learning rate": (with_text("  lr: 0.003", "  lr: .nan"), "train.lr: nan is not a finite number", 1),
+    "NaN validation share": (with_value("data.val_fraction", float("nan")),
+                             "data.val_fraction: nan is not a finite number, allowed > 0 and <= 0.5", 1),
+    "NaN dropout": (with_value("model.dropout", float("nan")), "model.dropout: nan is not a finite number", 1),
+    "infinite weight decay": (with_value("train.weight_decay", float("inf")),
+                              "train.weight_decay: inf is not a finite number, allowed >= 0", 1),
+    "infinite SSD temperature": (with_value("mechanism.ssd.temperature", float("inf")),
+                                 "mechanism.ssd.temperature: inf is not a finite number, allowed > 0", 1),
+    "infinite lr grid factor": (with_value("lr_search.factors", [0.5, float("-inf")]),
+                                "lr_search.factors[1]: -inf is not a finite number", 1),
+    # A density that keeps no weight in some matrix (the toy's smallest: 32 x 32, round(1e-9 * 1024) = 0).
+    "density that keeps no weights": (
+        with_value("density", 1e-9),
+        "density: 1e-09 keeps 0 weights in transformer.h.0.attn.c_attn (32 x 32 per logical matrix) for topology "
+        "'random' (uniform allocation), a matrix without weights; allowed >= 0.000489 at this model shape "
+        "(model.n_embd=32)", 1),
+    "post-pruning to no weights": (
+        lambda p: yaml.safe_dump({**p, "mechanisms": ["postprune"],
+                                  "mechanism": {**p["mechanism"], "postprune": {"rho": 1e-4, "finetune_fraction": 0.5}}}),
+        "mechanism.postprune.rho: 0.0001 keeps 0 weights in transformer.h.0.attn.c_attn", 1),
 }
 
 
@@ -163,7 +190,8 @@ def test_stage_refuses_invalid_params_naming_the_key_and_writes_nothing(tmp_path
     from sparsecl import stage
 
     make, expected, problems = INVALID[case]
-    (tmp_path / "params.yaml").write_text(make(toy_params))
+    text = make(toy_params)
+    (tmp_path / "params.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stage"])
     with pytest.raises(SystemExit) as e:
@@ -212,3 +240,41 @@ def test_references_must_be_topologies_of_the_run_and_may_be_empty(toy_params):
         validate({**toy_params, "references": ["dense", "erk"]})
     with pytest.raises(ParamsError, match=r"references: 'dense' is not a list"):
         validate({**toy_params, "references": "dense"})
+
+
+def test_every_number_refuses_nan_and_infinity_naming_its_key(toy_params):
+    """Every numeric key of the toy params (mechanism and topology settings included) and every number in a
+    list, given NaN, inf or -inf: the message names that key; a float key says it is not finite."""
+    numeric = [(path, parent, key) for path, parent, key in _paths(toy_params)
+               if isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool)]
+    assert {"density", "train.lr", "model.dropout", "mechanism.ssd.temperature", "lr_search.factors[0]"} <= {
+        path for path, _, _ in numeric}
+    for path, parent, key in numeric:
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            original, parent[key] = parent[key], bad
+            try:
+                with pytest.raises(ParamsError) as e:
+                    validate(copy.deepcopy(toy_params))
+            finally:
+                parent[key] = original
+            expected = "is not a finite number" if isinstance(original, float) else "is not an integer"
+            assert f"\n  {path}: {bad!r} {expected}" in str(e.value), f"{path} = {bad!r}: {e.value}"
+
+
+@pytest.mark.parametrize("topology, n_embd, smallest", [("random", 32, 0.000489), ("erk", 32, 0.000489),
+                                                         ("random", 128, 3.06e-05)])
+def test_the_smallest_density_said_is_the_smallest_that_keeps_a_weight_everywhere(toy_params, topology, n_embd,
+                                                                                   smallest):
+    """The smallest matrix is n_embd x n_embd: round(d * n_embd**2) reaches 1 just above 0.5 / n_embd**2
+    (0.000488 at 32, 3.05e-05 at 128), said rounded up to 3 digits; that value passes, a hair below fails."""
+    toy_params["topologies"] = toy_params["references"] = ["dense", "narrow", topology]
+    toy_params["model"].update(n_embd=n_embd, n_head=2)
+    validate({**toy_params, "density": smallest})
+    msg = error_of({**toy_params, "density": 0.5 / n_embd**2})
+    assert f"density: {0.5 / n_embd**2!r} keeps 0 weights" in msg and f"allowed >= {smallest:.3g}" in msg
+    assert f"({'erk' if topology == 'erk' else 'uniform'} allocation)" in msg
+
+
+def test_dense_and_narrow_arms_accept_any_positive_density(toy_params):
+    """Neither can end without weights (narrow keeps at least one inner dimension and unit per layer)."""
+    validate({**toy_params, "topologies": ["dense", "narrow"], "references": [], "density": 1e-9})

@@ -201,6 +201,30 @@ def test_stage_refuses_a_corrupted_input(reference, params, tokens, tmp_path, mo
     assert not (ws / "models").exists()
 
 
+def test_a_corrupted_last_phase_is_refused_before_the_first_phase_trains(reference, params, tmp_path, monkeypatch,
+                                                                       capsys):
+    """One byte flipped in the last phase's token array: the sequential stage refuses before training phase 1,
+    and the step logs and models of the earlier run stay as they were."""
+    ws = tmp_path / "late"
+    shutil.copytree(reference, ws)
+    last = ws / "data" / "tokens" / f"{params['data']['order'][-1]}.train.bin"
+    raw = bytearray(last.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    last.write_bytes(bytes(raw))
+    logs = {f: f.read_bytes() for f in sorted((ws / "dvclive").rglob("*")) if f.is_file()}
+    before = outputs(ws)
+    assert any("sequential" in str(f) for f in logs)
+    monkeypatch.chdir(ws)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        stage("sequential", *SEQ, 0, monkeypatch=monkeypatch)
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and err.startswith(f"error: data/tokens/{last.name}: missing, or its content hash")
+    assert "phase 1" not in out, out
+    assert {f: f.read_bytes() for f in sorted((ws / "dvclive").rglob("*")) if f.is_file()} == logs
+    assert outputs(ws) == before and not (ws / "runs" / "resume" / "random-none-s0").exists()
+
+
 def test_an_in_phase_checkpoint_of_another_phase_is_not_resumed(tmp_path, toy_params, capsys):
     """A run killed between saving a finished phase and deleting its in-phase checkpoint leaves that file
     behind; the next phase must start fresh, not from it."""
@@ -222,3 +246,49 @@ def test_an_in_phase_checkpoint_of_another_phase_is_not_resumed(tmp_path, toy_pa
     resumed, fresh = phase(2, tmp_path / "left.pt"), phase(2, tmp_path / "fresh.pt")
     assert "ignoring" in capsys.readouterr().out
     assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """Every atomic write (json, text, torch archives, token arrays) gets the mode a plain open() gives under
+    the umask, not mkstemp's 0600: other users of a shared machine can read the results."""
+    code = ("import numpy as np; from sparsecl import io\n"
+            "io.write_json('m/summary.json', {'a': 1}); io.write_text('m/report.md', 'x'); io.torch_save({}, 'm/x.pt')\n"
+            "with io.atomic_path('m/t.bin') as tmp: np.arange(3).tofile(tmp)\n")
+    subprocess.run(["sh", "-c", f"umask {umask:03o} && exec {sys.executable} -c \"$0\"", code], cwd=tmp_path,
+                   check=True, env=THREADS_ENV)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "m").iterdir()}
+    assert modes == {name: mode for name in ("summary.json", "report.md", "x.pt", "t.bin")}, modes
+
+
+def test_a_toy_run_writes_its_metrics_with_the_umask_mode(reference):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (reference / "metrics" / "eval" / "random-none-s0.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, toy_params, monkeypatch, capsys):
+    """ENOSPC from the write itself (which names no file): the error names the target, no temporary file is
+    left, and a stage prints it as one line (exit 1) instead of a traceback."""
+    import errno
+
+    from sparsecl import stage as stage_mod
+    from sparsecl.io import write_json
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as e:
+        write_json(tmp_path / "metrics" / "summary.json", {"a": 1})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "metrics" / "summary.json")
+    assert list((tmp_path / "metrics").iterdir()) == []
+
+    (tmp_path / "params.yaml").write_bytes(yaml.safe_dump(toy_params).encode())  # write_text is the full disk
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(SystemExit) as e:
+        stage_mod.run(lambda params, args: write_json("metrics/summary.json", {"a": 1}))
+    assert e.value.code == 1
+    assert capsys.readouterr().err == ("error: [Errno 28] No space left on device: 'metrics/summary.json'; free "
+                                       "some space and rerun\n")

@@ -2,6 +2,7 @@
 and mechanism. A check takes (key, value) and returns an error message or None."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 Check = Callable[[str, Any], "str | None"]
@@ -14,8 +15,12 @@ def number(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
 
     def check(key, v):
         kind = "an integer" if integer else "a number"
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        if isinstance(v, bool):
+            return f"{key}: {v!r} is not {kind} (YAML reads true/false, yes/no and on/off as a bool)"
+        if not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             return f"{key}: {v!r} is not {kind}" + _text_number_hint(v)
+        if not math.isfinite(v):  # .nan passes every comparison, .inf every lower bound
+            return f"{key}: {v!r} is not a finite number" + (f", {allowed}" if bounds else "")
         if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
             return f"{key}: {v!r} is out of range, {allowed}"
         return None
@@ -24,6 +29,8 @@ def number(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
 
 def _text_number_hint(v) -> str:
     """YAML 1.1 reads `1e-3` or `2e6` (no dot) as a string: say so, since the file looks right."""
+    if not isinstance(v, str):
+        return ""
     try:
         float(v)
     except (TypeError, ValueError):

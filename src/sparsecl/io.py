@@ -20,16 +20,35 @@ class NonFiniteError(ValueError):
     """A result to be written holds NaN or infinity: never evidence, never written."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: nothing here changes it, and setting it (the only way to read it) races other threads' files.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds. The file
+    gets the mode a plain open() would (0644 under umask 022; mkstemp's own is 0600), and a failed write
+    (a full disk) names `path`, which the system's error does not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -6,6 +6,7 @@ The schema is plain data: every key the pipeline reads, its type and range. A pr
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sparsecl.checks import Check, choice, number
 from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES
+from sparsecl.topology.allocation import ALLOCATIONS, allocate
 
 
 class ParamsError(ValueError):
@@ -206,12 +208,84 @@ def _check_cross(p: dict, errors: list[str]) -> None:
         if name not in topologies:
             errors.append(f"references[{i}]: {name!r} is not one of topologies ({', '.join(map(str, topologies))}): "
                           f"a reference sits beside an arm of the run")
+    _check_kept_weights(p, errors)
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
         arms, settings = p.get(arms_key), mapping(p, section)
         for arm in arms if isinstance(arms, list) else []:
             if isinstance(arm, str) and arm in registry and registry[arm].SCHEMA and arm not in settings:
                 errors.append(f"{section}.{arm}: missing settings for the selected arm {arm!r}")
+
+
+def _allocations(p: dict) -> dict[str, dict[str, list[str]]]:
+    """Each density key of the run -> {the allocation that turns it into kept weights per logical matrix
+    (sparsecl.topology.allocation.allocate): the arms using it}: the sparse topologies' `allocation` (`erk`
+    is random with erk), post-pruning's rho (uniform: round(rho * n_out * n_in)). `dense` keeps everything
+    and `narrow` at least one inner dimension and one unit per layer, so neither can end without weights."""
+    out: dict[str, dict[str, list[str]]] = {}
+    topologies, settings = p.get("topologies"), p.get("topology")
+    for name in topologies if isinstance(topologies, list) else []:
+        if not isinstance(name, str):  # reported by the per-key check
+            continue
+        if name == "erk":
+            allocation = "erk"
+        elif name in TOPOLOGIES and "allocation" in TOPOLOGIES[name].SCHEMA and isinstance(settings, dict) \
+                and isinstance(settings.get(name), dict):
+            allocation = settings[name].get("allocation")
+        else:
+            continue
+        if allocation in ALLOCATIONS:
+            out.setdefault("density", {}).setdefault(allocation, []).append(f"topology {name!r}")
+    if isinstance(p.get("mechanisms"), list) and "postprune" in p["mechanisms"]:
+        out["mechanism.postprune.rho"] = {"uniform": ["mechanism 'postprune'"]}
+    return out
+
+
+def _check_kept_weights(p: dict, errors: list[str]) -> None:
+    """A density that keeps no weight in some matrix at the model's shape trains a matrix without
+    weights (and fails late, or not at all): refuse it, saying the smallest density this shape allows."""
+    from sparsecl.model import GPTConfig, layer_blocks
+
+    model = p.get("model")
+    model_errors: list[str] = []
+    _check(SCHEMA["model"], model, "model.", model_errors)
+    if model_errors or model["n_embd"] % model["n_head"]:  # reported already; no shape to check against
+        return
+    blocks = layer_blocks(GPTConfig(vocab_size=1, **model))
+    for key, allocations in _allocations(p).items():
+        *parents, last = key.split(".")
+        node = p
+        for k in parents:
+            node = node.get(k) if isinstance(node, dict) else None
+        density = node.get(last) if isinstance(node, dict) else None
+        if number(0, 1, lo_open=True)(key, density) is not None:
+            continue  # not a density at all: reported by the per-key check
+        for allocation, users in allocations.items():
+            empty = [n for n, k in allocate(blocks, density, allocation).items() if k == 0]
+            if empty:
+                n_out, n_in = blocks[empty[0]][1]
+                smallest = max(_smallest_density(blocks, a) for a in allocations)
+                errors.append(
+                    f"{key}: {density!r} keeps 0 weights in {empty[0]} ({n_out} x {n_in} per logical matrix) for "
+                    f"{users[0]} ({allocation} allocation), a matrix without weights; allowed >= "
+                    f"{smallest:.3g} at this model shape (model.n_embd={model['n_embd']})")
+                break
+
+
+def _smallest_density(blocks: dict, allocation: str) -> float:
+    """The smallest density, rounded up to 3 significant digits, that keeps a weight in every matrix."""
+    def keeps_all(d: float) -> bool:
+        return min(allocate(blocks, d, allocation).values()) > 0
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # bisection: the kept counts grow with the density
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if keeps_all(mid) else (mid, hi)
+    digits = 2 - math.floor(math.log10(hi))
+    shown = math.ceil(hi * 10**digits) / 10**digits
+    while not keeps_all(shown):  # ERK's largest-remainder rounding is not quite monotone
+        shown += 10**-digits
+    return shown
 
 
 def validate(p: Any, errors: list[str] | None = None) -> dict:
@@ -230,17 +304,23 @@ def load(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the repository root)")
-    with open(path) as f:
-        loader = yaml.SafeLoader(f)
-        try:
-            node = loader.get_single_node()
-            duplicates: list[str] = []
-            _find_duplicate_keys(node, "", duplicates)
-            p = loader.construct_document(node) if node is not None else None
-        except yaml.YAMLError as e:
-            raise ParamsError(f"invalid params.yaml: {path} is not valid YAML:\n  {e}") from None
-        finally:
-            loader.dispose()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ParamsError(f"invalid params.yaml: {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
+                          f"save it as UTF-8") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        duplicates: list[str] = []
+        _find_duplicate_keys(node, "", duplicates)
+        p = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"invalid params.yaml: {path} is not valid YAML:\n  {e}") from None
+    finally:
+        loader.dispose()
     return validate(p, duplicates)
 
 

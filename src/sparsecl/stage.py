@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable
 
 from sparsecl import params as params_mod
-from sparsecl.data.sources import EmptyDomainError
+from sparsecl.data.sources import DataSourceError
 from sparsecl.device import resolve_device
 from sparsecl.io import IntegrityError, NonFiniteError
 from sparsecl.train import distributed
@@ -27,12 +28,18 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
             distributed.init(resolve_device(p["device"]))
         main(p, ns)
         distributed.barrier()  # every rank is done before any leaves
-    except (params_mod.ParamsError, EmptyDomainError) as e:  # bad settings or data
+    except (params_mod.ParamsError, DataSourceError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (IntegrityError, NonFiniteLossError, NonFiniteError, distributed.DistributedSetupError) as e:
         # a corrupted input, a run that diverged, a non-finite result, or ranks that disagree
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk: the message names the file (sparsecl.io); the rerun resumes as after a kill
+        print(f"error: {e}; free some space and rerun", file=sys.stderr)
         sys.exit(1)
     finally:
         distributed.close()

@@ -149,7 +149,8 @@ class TokenData:
 
     def meta(self, domain: str, split: str) -> dict:
         if domain not in self.manifest["domains"]:
-            raise KeyError(f"domain {domain!r} is not in {self.folder}/manifest.json; rerun the tokenize stage")
+            raise IntegrityError(f"{self.folder}/manifest.json: data.domains.{domain} is not in it (tokenized with "
+                                 f"other params); rerun `dvc repro tokenize`")
         return self.manifest["domains"][domain][split]
 
     def array(self, domain: str, split: str) -> np.ndarray:
@@ -162,6 +163,13 @@ class TokenData:
                                      f"(corrupted or truncated); rerun `dvc repro tokenize`")
             self._arrays[key] = np.memmap(path, dtype=self.dtype, mode="r")
         return self._arrays[key]
+
+    def verify(self, domains: list[str]) -> None:
+        """Check both splits of every domain against the manifest now: read lazily, a corrupted array of the
+        last phase would be found only when that phase starts, after the earlier ones trained."""
+        for domain in dict.fromkeys(domains):
+            for split in SPLITS:
+                self.array(domain, split)
 
     def require(self, domains: list[str], block_size: int) -> None:
         """Refuse, before any training, a domain too short for one training window (block_size + 2 tokens)

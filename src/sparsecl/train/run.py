@@ -217,6 +217,7 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     settings = params["mechanism"].get(mechanism, {})
     order = params["data"]["order"]
+    data.verify(order)  # before any work: a refused run leaves the resume folder and step logs as they are
     arm = f"{topology}-{mechanism}-s{seed}"
     start_ckpt = Path(pretrain_dir) / "model.pt"
     tcfg = train_settings(params, lr_file)
