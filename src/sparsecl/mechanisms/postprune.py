@@ -56,8 +56,8 @@ def check_prunable(model, rho: float) -> None:
     from sparsecl.params import ParamsError  # here: sparsecl.params imports the mechanisms registry
 
     density = model.param_counts()["sparsified_density"]
-    raise ParamsError(f"mechanism.postprune.rho: {rho:g} is not below the density of this arm's topology "
-                     f"({density:.4g} of every sparsified matrix): post-pruning would remove nothing and the arm "
+    raise ParamsError(f"mechanism.postprune.rho: {rho:g} is not below what this arm's topology keeps of any "
+                     f"sparsified matrix (density {density:.4g}): post-pruning would remove nothing and the arm "
                      f"would equal `none`; run postprune on a denser topology (dense) or lower "
                      f"mechanism.postprune.rho")
 
