@@ -204,3 +204,11 @@ def test_a_mechanism_setting_yaml_read_as_text_gets_the_hint(toy_params):
     toy_params["mechanism"]["ewc"] = {"lambda": "1e-3", "gamma": 1.0, "fisher_tokens": 256}
     with pytest.raises(ParamsError, match=r"mechanism\.ewc\.lambda: '1e-3' is not a number \(YAML read it as text"):
         validate(toy_params)
+
+
+def test_references_must_be_topologies_of_the_run_and_may_be_empty(toy_params):
+    assert validate({**toy_params, "references": []})["references"] == []
+    with pytest.raises(ParamsError, match=r"references\[1\]: 'erk' is not one of topologies \(dense, narrow, random\)"):
+        validate({**toy_params, "references": ["dense", "erk"]})
+    with pytest.raises(ParamsError, match=r"references: 'dense' is not a list"):
+        validate({**toy_params, "references": "dense"})

@@ -397,12 +397,13 @@ def test_repeated_domains_are_measured_from_their_first_training():
 FAKE = {"dense": (0.8, 2.0, 1.9, 3.0, 2.4), "narrow": (0.9, 2.2, 2.1, 3.2, 2.6), "random": (0.3, 2.3, 2.2, 3.3, 2.7)}
 
 
-def _fake_run(tmp_path, toy_params, seeds, rng_seed=0):
+def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "narrow", "random")):
     """Eval (with the early losses), topology, mechanism, reference and lr-search files of a run with made-up
     losses for toy_params' topologies (dense, narrow, random), then analyze on them."""
     # The order comes back to alpha and beta: five phases over three domains, as experiment 3 cycles them.
     order = ["alpha", "beta", "gamma", "alpha", "beta"]
-    params = {**toy_params, "seeds": seeds, "data": {**toy_params["data"], "order": order}}
+    params = {**toy_params, "seeds": seeds, "data": {**toy_params["data"], "order": order},
+              "references": list(references)}
     assert set(params["topologies"]) == set(FAKE)
     domains = order[:3]
     rng = np.random.default_rng(rng_seed)
@@ -428,11 +429,12 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0):
         for topology, (forget, start, joint, early, _) in FAKE.items():
             (tmp_path / "metrics" / "topology" / f"{topology}-s{seed}.json").write_text(
                 json.dumps({"summary": {"model_active_non_embedding": 30000 if topology == "dense" else 8000}}))
-            (tmp_path / "references" / f"{topology}-s{seed}.json").write_text(json.dumps(
-                {"joint": {d: joint + rng.normal(0, 0.02) for d in domains},
-                 "scratch": {d: 3.6 + rng.normal(0, 0.02) for d in domains[1:]},
-                 "tokens": {"joint": params["pretrain"]["tokens"] + 2 * params["phase"]["tokens"],
-                            "scratch": params["phase"]["tokens"]}}))
+            if topology in references:
+                (tmp_path / "references" / f"{topology}-s{seed}.json").write_text(json.dumps(
+                    {"joint": {d: joint + rng.normal(0, 0.02) for d in domains},
+                     "scratch": {d: 3.6 + rng.normal(0, 0.02) for d in domains[1:]},
+                     "tokens": {"joint": params["pretrain"]["tokens"] + 2 * params["phase"]["tokens"],
+                                "scratch": params["phase"]["tokens"]}}))
             for mechanism in params["mechanisms"]:
                 loss = {"untrained": {d: 5.7 for d in domains}}
                 for j, d in enumerate(order):
@@ -556,3 +558,15 @@ def test_report_numbers_equal_the_metrics_files(tmp_path, toy_params):
         assert f"- {key}, mean seen-domain loss: phase {c['seen_mean_phase']:.2f} ({c['seen_mean_tokens']:,.0f} tokens" in report
         assert c["seen_mean_flops"] < c["seen_mean_dense_flops"]
     assert "H3 (" in report and "not tested in this run" in report
+
+
+def test_topologies_without_references_get_no_reference_metrics_and_a_dash(tmp_path, toy_params):
+    """`references` lists the topologies whose joint and from-scratch runs exist (the default: none): the others'
+    summaries leave the reference metrics out (never NaN) and the report marks their cells."""
+    metrics, report = _fake_run(tmp_path, toy_params, [0, 1, 2], references=["dense"])
+    for arm, s in metrics["summary"].items():
+        has = {"intransigence", "joint_avg_loss", "joint_gap", "fwt_vs_scratch"} <= set(s)
+        assert has == arm.startswith("dense-") and "learning_speed" in s and "plasticity" in s
+        if not has:
+            assert f"| {s['learning_speed']:.3f} | - | - | - | " in report
+    assert "params `references` only (dense); - marks the others" in report

@@ -30,10 +30,10 @@ def _str(key, v):
     return None if isinstance(v, str) and v else f"{key}: {v!r} is not a non-empty string"
 
 
-def _list_of(item: Check, unique=True) -> Check:
+def _list_of(item: Check, unique=True, empty=False) -> Check:
     def check(key, v):
-        if not isinstance(v, list) or not v:
-            return f"{key}: {v!r} is not a non-empty list"
+        if not isinstance(v, list) or not (v or empty):
+            return f"{key}: {v!r} is not a {'' if empty else 'non-empty '}list"
         errs = [e for i, x in enumerate(v) if (e := item(f"{key}[{i}]", x))]
         if not errs and unique and len(set(map(str, v))) != len(v):
             errs.append(f"{key}: {v!r} has duplicate entries")
@@ -49,6 +49,7 @@ SCHEMA: dict[str, Any] = {
     "seeds": _list_of(INT_NONNEG),
     "topologies": _list_of(choice(sorted(TOPOLOGIES))),
     "mechanisms": _list_of(choice(sorted(MECHANISMS))),
+    "references": _list_of(choice(sorted(TOPOLOGIES)), empty=True),  # each must be in `topologies` (below)
     "device": choice(["auto", "cpu", "cuda"]),
     "data": {
         "seed": INT_NONNEG,
@@ -199,6 +200,12 @@ def _check_cross(p: dict, errors: list[str]) -> None:
     if isinstance(batch, int) and isinstance(nproc, int) and nproc > 0 and batch % nproc:
         errors.append(f"train.batch_size: {batch} does not split evenly over distributed.nproc_per_node={nproc} "
                       f"processes, allowed a multiple of {nproc}")
+    topologies, references = p.get("topologies"), p.get("references")
+    valid = isinstance(topologies, list) and all(isinstance(t, str) and t in TOPOLOGIES for t in topologies)
+    for i, name in enumerate(references if isinstance(references, list) and valid else []):
+        if name not in topologies:
+            errors.append(f"references[{i}]: {name!r} is not one of topologies ({', '.join(map(str, topologies))}): "
+                          f"a reference sits beside an arm of the run")
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
         arms, settings = p.get(arms_key), mapping(p, section)

@@ -60,12 +60,15 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
     return arms
 
 
-def arm_summary(a: Arm, refs: dict, domains: list[str]) -> dict[str, float]:
-    """The arm's metrics: those of its loss matrix, then those against its references (the joint model and
-    each later domain from scratch, same topology and seed) and its learning speed."""
-    s = final_summary(a.L, a.untrained, a.first, a.trained)
+def arm_summary(a: Arm, refs: dict | None, domains: list[str]) -> dict[str, float]:
+    """The arm's metrics: those of its loss matrix and its learning speed, then, when its topology has
+    references (the joint model and each later domain from scratch, same topology and seed), those against
+    them (absent, not NaN, without)."""
+    s = {**final_summary(a.L, a.untrained, a.first, a.trained), "learning_speed": float(a.speed.mean())}
+    if refs is None:
+        return s
     joint = np.array([refs["joint"][d] for d in domains])
-    return {**s, "learning_speed": float(a.speed.mean()), "intransigence": intransigence(a.L, joint, a.first),
+    return {**s, "intransigence": intransigence(a.L, joint, a.first),
             "joint_avg_loss": float(joint.mean()), "joint_gap": s["final_avg_loss"] - float(joint.mean()),
             "fwt_vs_scratch": forward_transfer_vs_scratch(a.L, [refs["scratch"][d] for d in domains[1:]], a.first)}
 
@@ -146,8 +149,8 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     arms = load_arms(params, eval_dir)
     manifest = read_json(Path(tokens_dir) / "manifest.json")
     refs = {(t, seed): read_json(Path(references_dir) / f"{t}-s{seed}.json")
-            for t in params["topologies"] for seed in params["seeds"]}
-    summary = {a.name: arm_summary(a, refs[a.topology, a.seed], domains) for a in arms}
+            for t in params["references"] for seed in params["seeds"]}
+    summary = {a.name: arm_summary(a, refs.get((a.topology, a.seed)), domains) for a in arms}
     grid = lr_grid(params, lr_dir)
     flops = {(t, seed): train_flops_per_token(params, metrics_dir, t, seed, manifest["vocab_size"])
              for t in params["topologies"] for seed in params["seeds"]}
@@ -226,15 +229,19 @@ def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict, see
              "minus the joint reference's loss (the same topology trained on all domains at once with the whole "
              "budget), FWT vs scratch how much lower plasticity is than one phase of training from the untrained "
              "model. Lower is better for every loss; forgetting is read beside plasticity: an arm that learned "
-             "less has less to forget.", "",
+             "less has less to forget." + ("" if set(params["topologies"]) <= set(params["references"]) else
+                                           " The references ran for the topologies in params `references` only "
+                                           f"({', '.join(params['references']) or 'none'}); - marks the others "
+                                           "(presets/verdict.yaml runs them all)."), "",
              "| arm | final avg loss | forgetting | BWT | plasticity | learning speed | intransigence | "
              f"gap to joint | FWT vs scratch | {order[0]}: after pretrain -> final |",
              "|---" * 10 + "|"]
     for a in arms:
         s = summary[a.name]
+        ref = " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in ("intransigence", "joint_gap", "fwt_vs_scratch"))
         lines.append(f"| {a.name} | {s['final_avg_loss']:.3f} | {s['forgetting']:.3f} | {s['bwt']:.3f} | "
-                     f"{s['plasticity']:.3f} | {s['learning_speed']:.3f} | {s['intransigence']:.3f} | "
-                     f"{s['joint_gap']:.3f} | {s['fwt_vs_scratch']:.3f} | {a.L[0, 0]:.3f} -> {s['core_final_loss']:.3f} |")
+                     f"{s['plasticity']:.3f} | {s['learning_speed']:.3f} | {ref} | "
+                     f"{a.L[0, 0]:.3f} -> {s['core_final_loss']:.3f} |")
     if len(set(order)) < len(order):  # an order that revisits domains: per-visit figures
         lines += ["", "The order revisits domains: per visit, forgetting and BWT from each training of a domain to "
                       "the last phase before its next training (the domain trained last excluded).", "",
