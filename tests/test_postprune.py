@@ -97,7 +97,8 @@ def test_a_topology_already_at_rho_is_refused_naming_the_key(toy_params):
 @pytest.fixture(scope="module")
 def params():
     p = yaml.safe_load(yaml.safe_dump(TOY_PARAMS))
-    p["topologies"], p["mechanisms"] = ["dense"], ["none", "postprune"]
+    p["topologies"], p["mechanisms"], p["references"] = ["dense"], ["none", "postprune"], []
+    p["lr_search"]["tokens"] = 1024  # not pretraining's budget: pretrain trains (chosen_lr below), no grid run
     return p
 
 
