@@ -40,8 +40,8 @@ def _notes(cost: dict, damage: dict | None) -> str:
     if "sparsified_density" in cost:
         notes.append(f"density {cost['sparsified_density']:.3f}")
     if damage is not None:
-        notes.append(f"pruning damage {damage['core']:+.3f} on {damage['domain']} ({damage['mean']:+.3f} mean over domains), "
-                     f"not in forgetting")
+        notes.append(f"pruning damage {damage['core']:+.3f} on {damage['domain']} ({damage['mean']:+.3f} mean over "
+                     f"domains), not in forgetting")
     return "; ".join(notes)
 
 
