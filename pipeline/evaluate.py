@@ -17,10 +17,16 @@ def main(params, args):
     order = params["data"]["order"]
     pre, seq = Path(f"models/pretrain/{base}"), Path(f"models/sequential/{arm}")
     domains = list(dict.fromkeys(order))  # every checkpoint on every distinct domain, once each
+    # A mechanism that changes the pretrained model before phase 1 (postprune prunes it) saved its own
+    # phase-0 checkpoint: the loss matrix starts there, and the pretrained model is scored beside it
+    # ("pretrained"), so the change's damage is reported apart from forgetting.
+    start = seq / "phase0.pt"
+    before = {"pretrained": (pre / "model.pt", domains)} if start.exists() else {}
     # Learning speed: a phase's early checkpoint on the domain it is learning, first (the last one evaluated
     # is the final model).
     checkpoints = {**{f"early{k}_{order[k]}": (seq / speed_checkpoint(k), [order[k]]) for k in range(1, len(order))},
-                   "untrained": (pre / "init.pt", domains), f"phase0_{order[0]}": (pre / "model.pt", domains),
+                   "untrained": (pre / "init.pt", domains), **before,
+                   f"phase0_{order[0]}": (start if before else pre / "model.pt", domains),
                    **{f"phase{k}_{order[k]}": (seq / f"phase{k}.pt", domains) for k in range(1, len(order))}}
     masks = load_masks(f"data/masks/{base}.pt")
     losses, final = loss_matrix(checkpoints, masks, TokenData("data/tokens"), resolve_device(params["device"]))

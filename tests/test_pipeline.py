@@ -98,7 +98,7 @@ def test_declared_metrics_are_the_headline_one_row_per_arm_and_test(toy_repo):
     for path, entry in files.items():
         keys = set(entry["data"])
         assert keys == ({"tests"} if path.endswith("family.json") else {"diff"} if "verdicts" in path else  # no p
-                        {"final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops"})
+                        {"final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops", "total_tflops"})
     table = dvc(root, "metrics", "show")
     assert len(table.splitlines()) == 8 and max(map(len, table.splitlines())) < 160
 

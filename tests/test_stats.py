@@ -459,8 +459,8 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "nar
                 (tmp_path / "metrics" / "eval" / f"{arm}.json").write_text(json.dumps({"loss": loss,
                                                                                        "early": early_loss}))
                 (tmp_path / "metrics" / "mechanism" / f"{arm}.json").write_text(json.dumps(
-                    {"train_flops": 1e12, "extra_memory_bytes": 0, "inference_flops_per_token": 1e5,
-                     "params_active": 1e4}))
+                    {"train_flops": 1e12, "pretrain_flops": 5e12, "extra_memory_bytes": 0,
+                     "inference_flops_per_token": 1e5, "params_active": 1e4}))
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "manifest.json").write_text(json.dumps(
         {"vocab_size": 300, "domains": {d: {"train": {"tokens": 1000}, "eval_tokens": 256} for d in domains}}))
@@ -532,7 +532,7 @@ def test_report_numbers_equal_the_metrics_files(tmp_path, toy_params):
     for arm, s in summary.items():
         head = json.loads((tmp_path / "metrics" / "headline" / f"{arm}.json").read_text())
         assert head == {**{k: s[k] for k in ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity")},
-                        "phase_tflops": 1.0}
+                        "phase_tflops": 1.0, "total_tflops": 6.0}
     assert json.loads((tmp_path / "metrics" / "verdicts" / "family.json").read_text()) == {"tests": 3}
     for name, v in metrics["stats"]["verdicts"].items():
         assert json.loads((tmp_path / "metrics" / "verdicts" / f"{name}.json").read_text()) == {

@@ -25,6 +25,9 @@ class Mechanism:
     # FLOPs of the whole current batch, so the arm's count is one process's whatever the number of
     # processes; replay batches and phase-boundary work run whole on every rank and count as they are.
     batch_shards = 1
+    # Whether `end_phase(0)` changes the pretrained model (postprune prunes it): the sequential stage then
+    # saves that model as the arm's phase-0 checkpoint, which `evaluate` scores in place of the pretrained one.
+    modifies_pretrained = False
 
     def __init__(self, settings: dict, seed: int = 0):
         self.settings = settings

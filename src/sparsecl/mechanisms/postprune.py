@@ -1,12 +1,21 @@
 """`postprune`: post-pruning (seed 004's pruning framework), the after-the-fact counterpart of a fixed
 sparse topology ("pre-pruning"): train dense, prune, fine-tune.
 
-Each phase trains every weight (a topology's masked ones excepted). Once all but `finetune_fraction` of
-the phase's steps are done, every sparsified matrix is pruned by magnitude to exactly
-round(rho * n_out * n_in) weights per logical matrix (q, k, v separately, as the topologies count), and
-the rest of the phase fine-tunes the pruned model with the pruned weights held at 0. Every phase's
-checkpoint therefore has density rho; the next phase starts from it, trains densely again (pruned weights
-may regrow) and is pruned again at its end.
+The pretrained model is pruned first (at `end_phase(0)`, before phase 1; no fine-tune, as pretraining is
+shared by every mechanism): every sparsified matrix is pruned by magnitude to exactly
+round(rho * n_out * n_in) weights per logical matrix (q, k, v separately, as the topologies count). The
+sequential stage saves that model as the arm's phase-0 checkpoint, so the loss matrix starts from it and
+forgetting excludes the damage of pruning (`evaluate` also scores the unpruned pretrained model, and the
+report gives the difference as the pruning damage).
+
+Each phase then trains every weight the topology keeps (pruned ones included: they regrow). Once all but
+`finetune_fraction` of the phase's steps are done, the model is pruned again the same way, and the rest of
+the phase fine-tunes it with the pruned weights held at 0. Every checkpoint of the loss matrix therefore
+has density rho. FLOPs count what is multiplied: the topology's weights in the dense part of a phase, the
+kept ones in the fine-tune.
+
+On a topology that keeps no more than rho of any matrix there is nothing to prune and the arm would be
+`none`; it is refused, naming the key.
 """
 from __future__ import annotations
 
@@ -36,8 +45,26 @@ def magnitude_masks(model, rho: float) -> dict[str, torch.Tensor]:
     return masks
 
 
+def check_prunable(model, rho: float) -> None:
+    """Refuse a topology that already keeps at most rho of every logical matrix: pruning would remove
+    nothing and the arm would be `none` under another name."""
+    for layer in model.masked_layers().values():
+        n_out, n_in = layer.block_shape
+        kept = (layer.mask if layer.mask is not None else torch.ones_like(layer.weight)).reshape(layer.blocks, -1)
+        if bool((kept.sum(1) > round(rho * n_out * n_in)).any()):
+            return
+    from sparsecl.params import ParamsError  # here: sparsecl.params imports the mechanisms registry
+
+    density = model.param_counts()["sparsified_density"]
+    raise ParamsError(f"mechanism.postprune.rho: {rho:g} is not below what this arm's topology keeps of any "
+                     f"sparsified matrix (density {density:.4g}): post-pruning would remove nothing and the arm "
+                     f"would equal `none`; run postprune on a denser topology (dense) or lower "
+                     f"mechanism.postprune.rho")
+
+
 class PostPrune(Mechanism):
     SCHEMA = {"rho": number(0, 1, lo_open=True), "finetune_fraction": number(0, 1)}
+    modifies_pretrained = True
 
     def __init__(self, settings: dict, seed: int = 0):
         super().__init__(settings, seed)
@@ -45,8 +72,16 @@ class PostPrune(Mechanism):
         self.density = 1.0
 
     def begin_phase(self, phase, domain, model) -> None:
-        super().begin_phase(phase, domain, model)
+        # Dense training multiplies every weight the topology keeps, the ones pruned to 0 included.
+        self.train_flops_per_token = 3 * forward_flops(model, structural=True)
         self.frozen = None
+
+    def end_phase(self, phase, domain, model, train_tokens) -> None:
+        if phase == 0:  # the pretrained model: pruned before phase 1 trains it (`rho` = 1 changes nothing)
+            if self.settings["rho"] < 1:
+                check_prunable(model, self.settings["rho"])
+            self.prune(model)
+            self.frozen = None
 
     def before_step(self, model) -> None:
         if self.frozen is not None:
@@ -65,7 +100,7 @@ class PostPrune(Mechanism):
         for name, keep in masks.items():
             params[name].mul_(keep)
         self.frozen = FrozenEntries(model, masks)
-        self.train_flops_per_token = 3 * forward_flops(model)  # the fine-tune trains the pruned model
+        self.train_flops_per_token = 3 * forward_flops(model)  # the fine-tune multiplies the kept weights only
         self.density = float(sum(m.sum() for m in masks.values()) / sum(m.numel() for m in masks.values()))
 
     def metrics(self) -> dict:

@@ -1,10 +1,12 @@
 """`ssd`: Selective Subnetwork Distillation (Xue et al. 2025, seeds 000/001), for a language model.
 
-The teacher is a frozen snapshot of the model at the end of the previous phase (the pretrained model for
-phase 1). On `freq_tokens` tokens of the previous domain, the teacher gives every MLP unit an activation
-frequency p_i: the fraction of tokens on which the unit is among its layer's k largest activations (with
-model.mlp_activation = topk and k = model.topk_k these are exactly the units that fire). The
-n = round(n_ratio * k) most frequent units of each layer are selected. The loss, on current-domain
+SSD distils the Top-K subnetworks of an SDMLP-style network, so its arms run on model.mlp_activation =
+topk (SDMLP's activation, `model.gpt.kwta`) with k = model.topk_k: the mechanisms preset sets it, and a
+`k` other than the activation's is refused. The teacher is a frozen snapshot of the model at the end of the
+previous phase (the pretrained model for phase 1). On `freq_tokens` tokens of the previous domain, the
+teacher gives every MLP unit an activation frequency p_i: the fraction of tokens on which the unit fires,
+i.e. is among its layer's k largest activations and positive (on GELU, which SSD does not assume, simply
+the k largest). The n = round(n_ratio * k) most frequent units of each layer are selected. The loss, on current-domain
 batches only (no replay, no domain labels), is
 
     alpha * CE + (1 - alpha) * [lambda * T^2 * KL_units + (1 - lambda) * T^2 * KL_logits]
@@ -83,6 +85,12 @@ class SelectiveSubnetworkDistillation(Mechanism):
         self.distilled_units = self.selected[-1].to(device)  # once, not a host-to-device copy per batch
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
+        topk = model.transformer.h[0].mlp.topk
+        if topk and topk != self.settings["k"]:
+            from sparsecl.params import ParamsError  # here: sparsecl.params imports the mechanisms registry
+
+            raise ParamsError(f"mechanism.ssd.k: {self.settings['k']} differs from model.topk_k={topk}, the units "
+                              f"the Top-K activation lets fire; set mechanism.ssd.k to {topk}")
         self.teacher = snapshot(model)
         freq = self.frequencies(self.teacher, probe_windows(train_tokens, self.settings["freq_tokens"], model))
         n = max(1, round(self.settings["n_ratio"] * self.settings["k"]))
@@ -97,15 +105,18 @@ class SelectiveSubnetworkDistillation(Mechanism):
         for w in windows.split(32):
             acts: list[torch.Tensor] = []
             teacher(w[:, :-1], acts=acts)
-            wins = torch.stack([a.topk(k, dim=-1).indices.flatten() for a in acts])  # (layers, tokens * k)
-            hits = torch.zeros(len(acts), acts[0].shape[-1], device=wins.device).scatter_add_(
-                1, wins, torch.ones_like(wins, dtype=torch.float))
+            top = [a.topk(k, dim=-1) for a in acts]
+            wins = torch.stack([t.indices.flatten() for t in top])  # (layers, tokens * k)
+            fired = torch.stack([(t.values > 0).flatten().float() for t in top])  # Top-K may fire fewer than k
+            hits = torch.zeros(len(acts), acts[0].shape[-1], device=wins.device).scatter_add_(1, wins, fired)
             counts = hits if counts is None else counts + hits
         tokens = windows[:, :-1].numel()
         self.flops += forward_flops(teacher) * tokens
         return (counts / tokens).cpu()
 
-    def loss(self, model, x, y):
+    def terms(self, model, x, y) -> dict[str, torch.Tensor]:
+        """The loss's three weighted terms on one batch: next-token loss, unit KL, logit KL (their gradients
+        apart are how much each one steers training: tests/test_ssd.py, docs/MECHANISMS.md)."""
         s, T = self.settings, self.settings["temperature"]
         acts: list[torch.Tensor] = []
         logits, ce = self.lm_loss(model, x, y, acts=acts)
@@ -116,7 +127,13 @@ class SelectiveSubnetworkDistillation(Mechanism):
         units = sum(softened_kl(ta[..., sel], sa[..., sel], T)
                     for ta, sa, sel in zip(teacher_acts, acts, self.distilled_units)) / len(acts)
         outputs = softened_kl(teacher_logits, logits, T)
-        return s["alpha"] * ce + (1 - s["alpha"]) * T * T * (s["lambda"] * units + (1 - s["lambda"]) * outputs)
+        distill = (1 - s["alpha"]) * T * T
+        return {"ce": s["alpha"] * ce, "units": distill * s["lambda"] * units,
+                "logits": distill * (1 - s["lambda"]) * outputs}
+
+    def loss(self, model, x, y):
+        t = self.terms(model, x, y)
+        return t["ce"] + t["units"] + t["logits"]
 
     def extra_memory_bytes(self) -> int:
         return param_bytes(self.teacher) if self.teacher is not None else 0

@@ -2,7 +2,7 @@
 
 Sparsified: q, k, v (one mask per logical matrix even though they are fused), attention output,
 MLP fc and MLP proj. Dense: embeddings, tied LM head, LayerNorms, biases.
-The MLP activation is GELU or k-winners-take-all (`topk`, as SDMLP and SSD assume).
+The MLP activation is GELU or SDMLP's Top-K (`topk`: k winners take all by inhibition, as SSD assumes).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
-    mlp_activation: str = "gelu"  # gelu | topk
-    topk_k: int = 32              # units that fire per token with the topk activation
+    mlp_activation: str = "gelu"  # gelu | topk (SDMLP's Top-K: `kwta`)
+    topk_k: int = 32              # units that fire per token with the topk activation (at most)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,8 +82,15 @@ class MaskedLinear(nn.Linear):
 
 
 def kwta(h: torch.Tensor, k: int) -> torch.Tensor:
-    """k-winners-take-all: each token keeps its k largest pre-activations; the others are 0 (no gradient)."""
-    return h * torch.zeros_like(h).scatter_(-1, h.topk(k, dim=-1).indices, 1.0)
+    """SDMLP's Top-K activation (k winners take all, by inhibition): ReLU, then every unit of a token less
+    the token's (k+1)-th largest ReLU output, through a ReLU again. The k largest fire with their excess over
+    that inhibition, the rest are 0 (fewer fire when fewer than k + 1 are positive). The inhibition is a
+    constant for the gradient (SDMLP detaches it), so a winner's gradient is its pre-activation's.
+    SDMLP's GABA switch (an inhibition that starts excitatory and turns inhibitory per unit over its first
+    activations, against dead units in training from scratch) is not reproduced: see docs/MECHANISMS.md."""
+    a = F.relu(h)
+    inhibition = a.detach().topk(k + 1, dim=-1).values[..., -1:] if k < h.shape[-1] else 0.0
+    return F.relu(a - inhibition)
 
 
 def loss_chunk_rows(vocab_size: int) -> int:
@@ -135,7 +142,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, acts: list | None = None) -> torch.Tensor:
         h = self.c_fc(x)
         if self.keep is not None:
-            # A removed unit's pre-activation is 0: GELU gives 0, and k-WTA almost never picks it.
+            # A removed unit's pre-activation is 0: GELU and Top-K (ReLU first) both give 0.
             h = h * self.keep
         h = kwta(h, self.topk) if self.topk else F.gelu(h)
         if acts is not None:

@@ -74,16 +74,18 @@ def arm_summary(a: Arm, refs: dict | None, domains: list[str]) -> dict[str, floa
 
 
 # What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` print, per arm: how much it forgot, how well it
-# learned, where it ended and what its later phases cost. The rest of its summary is metrics/summary.json.
-HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops")
+# learned, where it ended, what its later phases cost and what it cost in all (pretraining included). The rest of
+# its summary is metrics/summary.json.
+HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops", "total_tflops")
 VERDICT_FIGURES = ("diff", "p_holm")  # per H1-H3 test: the mean paired difference and its adjusted p
 
 
 def headline(summary: dict, costs: dict) -> dict:
     """The declared metrics of each arm (metrics/headline/<arm>.json): HEADLINE, from its summary and, for
-    its later phases' training TFLOPs, its costs (metrics/mechanism/<arm>.json)."""
-    return {arm: {k: costs[arm]["train_flops"] / 1e12 if k == "phase_tflops" else s[k] for k in HEADLINE}
-            for arm, s in summary.items()}
+    its training TFLOPs, its costs (metrics/mechanism/<arm>.json)."""
+    tflops = {arm: {"phase_tflops": c["train_flops"] / 1e12, "total_tflops": mechanism_compare.total_flops(c) / 1e12}
+              for arm, c in costs.items()}
+    return {arm: {k: tflops[arm][k] if k in tflops[arm] else s[k] for k in HEADLINE} for arm, s in summary.items()}
 
 
 def verdict_figures(seed_stats: dict) -> dict:
@@ -235,7 +237,9 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
-    mechanism_section = mechanism_compare.section(arms, summary, costs, plots_dir)
+    damage = {a.name: mechanism_compare.pruning_damage(read_json(Path(eval_dir) / f"{a.name}.json")["loss"])
+              for a in arms}
+    mechanism_section = mechanism_compare.section(arms, summary, costs, damage, plots_dir)
     report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops),
                         *render_lr_grid(grid, params), *topology_section,
                         mechanism_section, *render_matrices(arms, order)])

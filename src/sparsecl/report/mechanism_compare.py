@@ -10,7 +10,24 @@ import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 MARKERS = "o^sDvP*X"
 
 
-def _notes(cost: dict) -> str:
+def total_flops(cost: dict) -> float:
+    """An arm's whole training cost from its metrics file: its pretraining plus the later phases."""
+    return cost["pretrain_flops"] + cost["train_flops"]
+
+
+def pruning_damage(losses: dict) -> dict | None:
+    """Loss the change a mechanism made to the pretrained model before phase 1 cost (postprune's pruning),
+    on the pretraining domain and averaged over all domains: its phase-0 checkpoint against the pretrained
+    model, both scored by `evaluate`. None for mechanisms that start from the pretrained model itself."""
+    if "pretrained" not in losses:
+        return None
+    (label,) = [k for k in losses if k.startswith("phase0_")]
+    core, start, pre = label[len("phase0_"):], losses[label], losses["pretrained"]
+    diffs = [start[d] - pre[d] for d in pre]
+    return {"domain": core, "core": start[core] - pre[core], "mean": sum(diffs) / len(diffs)}
+
+
+def _notes(cost: dict, damage: dict | None) -> str:
     """The mechanism-specific figures worth a glance in the table."""
     notes = []
     if "coverage" in cost:
@@ -20,6 +37,9 @@ def _notes(cost: dict) -> str:
         notes.append(f"teacher occupancy {min(occupancy):.2f}-{max(occupancy):.2f}")
     if "sparsified_density" in cost:
         notes.append(f"density {cost['sparsified_density']:.3f}")
+    if damage is not None:
+        notes.append(f"pruning damage {damage['core']:+.3f} on {damage['domain']} ({damage['mean']:+.3f} mean over "
+                     f"domains), not in forgetting")
     return "; ".join(notes)
 
 
@@ -43,24 +63,31 @@ def plot(arms, summary: dict, costs: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def section(arms, summary: dict, costs: dict, plots_dir: str | Path) -> str:
+def section(arms, summary: dict, costs: dict, damage: dict, plots_dir: str | Path) -> str:
     """Write plots/mechanism_compare.png and return the report's mechanism comparison (markdown); `costs` are
-    the arms' metrics/mechanism/<arm>.json."""
+    the arms' metrics/mechanism/<arm>.json, `damage` their pruning damage (`pruning_damage`, None for most)."""
     plot(arms, summary, costs, Path(plots_dir) / "mechanism_compare.png")
-    none = {(a.topology, a.seed): costs[a.name]["train_flops"] for a in arms if a.mechanism == "none"}
+    none = {(a.topology, a.seed): costs[a.name] for a in arms if a.mechanism == "none"}
     lines = ["## Mechanisms: forgetting against cost", "",
-             "Training FLOPs count the later phases only (forward and backward of every batch, teacher forwards, "
-             "replay, Fisher passes; weights that are 0 are not counted); x none is the ratio to the `none` arm of "
-             "the same topology and seed. Extra memory is what the mechanism holds besides the model.", "",
-             "| arm | forgetting | BWT | final avg loss | code final | train TFLOP | x none | extra memory (MB) "
-             "| inference MFLOP/token | active params (M) | notes |", "|---" * 11 + "|"]
+             "Training FLOPs count forward and backward of every batch, teacher forwards, replay and Fisher passes, "
+             "from the weights multiplied (a sparse or pruned model's kept weights; postprune's dense training "
+             "counts every weight of its topology). `later` is the phases after pretraining; `total` adds the "
+             "arm's pretraining, which every mechanism of a topology shares (a dense one costs about twice a "
+             "sparse one's). x none is the ratio to the `none` arm of the same topology and seed. Extra memory is "
+             "what the mechanism holds besides the model. A mechanism that changes the pretrained model before "
+             "phase 1 (postprune prunes it) starts its loss matrix from the changed model; the damage of that "
+             "change is in the notes, not in its forgetting.", "",
+             "| arm | forgetting | BWT | final avg loss | code final | later TFLOP | x none | total TFLOP | x none "
+             "| extra memory (MB) | inference MFLOP/token | active params (M) | notes |", "|---" * 13 + "|"]
     for a in arms:
         s, c = summary[a.name], costs[a.name]
         base = none.get((a.topology, a.seed))
-        ratio = f"{c['train_flops'] / base:.2f}" if base else "-"
+        later = f"{c['train_flops'] / base['train_flops']:.2f}" if base else "-"
+        total = f"{total_flops(c) / total_flops(base):.2f}" if base else "-"
         lines.append(f"| {a.name} | {s['forgetting']:.3f} | {s['bwt']:.3f} | {s['final_avg_loss']:.3f} | "
-                     f"{s['core_final_loss']:.3f} | {c['train_flops'] / 1e12:.1f} | {ratio} | "
+                     f"{s['core_final_loss']:.3f} | {c['train_flops'] / 1e12:.1f} | {later} | "
+                     f"{total_flops(c) / 1e12:.1f} | {total} | "
                      f"{c['extra_memory_bytes'] / 2**20:.1f} | {c['inference_flops_per_token'] / 1e6:.2f} | "
-                     f"{c['params_active'] / 1e6:.3f} | {_notes(c)} |")
+                     f"{c['params_active'] / 1e6:.3f} | {_notes(c, damage[a.name])} |")
     lines += ["", "![mechanisms](plots/mechanism_compare.png)", ""]
     return "\n".join(lines)

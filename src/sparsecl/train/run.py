@@ -237,6 +237,9 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
         distributed.print_main(f"[{arm}] resuming after finished phase {first - 1}")
     else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
         mech.end_phase(0, order[0], model, data.array(order[0], "train"))
+        if main and mech.modifies_pretrained:
+            save_checkpoint(resume / "phase0.pt", model, phase=0, domain=order[0], topology=topology, seed=seed,
+                            mechanism=mechanism)
     log = _step_log(live_dir, resume / "steplog.jsonl")
     summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
     for k in range(first, len(order)):
@@ -271,11 +274,11 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
                             mechanism=mechanism, mechanism_state=mech.state_dict())
             (resume / "inphase.pt").unlink(missing_ok=True)
         distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
-    summary["metrics"] = arm_metrics(mech, model)
+    summary["metrics"] = arm_metrics(mech, model, read_json(Path(pretrain_dir) / "train_summary.json")["tokens"])
     if main:
         log.close()
-        _publish(resume, Path(out_dir), [name for k in range(1, len(order))
-                                         for name in (f"phase{k}.pt", speed_checkpoint(k))])
+        _publish(resume, Path(out_dir), ["phase0.pt"] * mech.modifies_pretrained
+                 + [name for k in range(1, len(order)) for name in (f"phase{k}.pt", speed_checkpoint(k))])
     return summary
 
 
