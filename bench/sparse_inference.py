@@ -1,4 +1,4 @@
-"""Sparse inference (seed 004): next-token latency of the exported sparse model vs the same dense model, on
+"""Sparse inference: next-token latency of the exported sparse model vs the same dense model, on
 CPU, at several densities and batch sizes, all measured side by side (round-robin) in one process.
 
     python bench/sparse_inference.py                    # default model shape from params.yaml

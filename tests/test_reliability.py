@@ -1,4 +1,4 @@
-"""Reliability of the training stages on toy data (SPEC section 12): a stage killed by a real SIGKILL resumes
+"""Reliability of the training stages on toy data: a stage killed by a real SIGKILL resumes
 to the uninterrupted result, the same seed gives byte-identical files, a diverging run stops cleanly, and a
 corrupted input is refused. The stage scripts themselves run, in this process where no signal is needed."""
 import copy

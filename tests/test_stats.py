@@ -532,7 +532,7 @@ def test_report_numbers_equal_the_metrics_files(tmp_path, toy_params):
     for arm, s in summary.items():
         head = json.loads((tmp_path / "metrics" / "headline" / f"{arm}.json").read_text())
         assert head == {**{k: s[k] for k in ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity")},
-                        "phase_tflops": 1.0, "total_tflops": 6.0}
+                        "total_tflops": 6.0}
     assert json.loads((tmp_path / "metrics" / "verdicts" / "family.json").read_text()) == {"tests": 3}
     for name, v in metrics["stats"]["verdicts"].items():
         assert json.loads((tmp_path / "metrics" / "verdicts" / f"{name}.json").read_text()) == {

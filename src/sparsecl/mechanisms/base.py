@@ -1,4 +1,4 @@
-"""The interface every continual-learning mechanism implements (SPEC section 7)."""
+"""The interface every continual-learning mechanism implements (one module per mechanism, found by name)."""
 from __future__ import annotations
 
 import torch

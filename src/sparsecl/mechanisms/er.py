@@ -9,6 +9,8 @@ buffer stays a uniform sample of all of them.
 """
 from __future__ import annotations
 
+import torch
+
 from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.buffer import ReservoirBuffer
@@ -25,14 +27,22 @@ class ReplayBase(Mechanism):
         super().__init__(settings, seed)
         # DER++ (and LoRD) also store each sequence's distribution over its `logit_topk` likeliest tokens.
         self.buffer = ReservoirBuffer(settings["buffer_size"], settings.get("logit_topk", 0))
+        self.visits: dict[str, int] = {}  # finished phases per domain: a revisit offers other windows
 
     def begin_phase(self, phase, domain, model) -> None:
         super().begin_phase(phase, domain, model)
         self.buffer.to(next(model.parameters()).device)
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
-        candidates = probe_windows(train_tokens, self.settings["buffer_size"] * model.cfg.block_size, model)
-        self.insert(model, candidates)
+        self.insert(model, self.candidates(domain, self.settings["buffer_size"], model, train_tokens))
+
+    def candidates(self, domain: str, n: int, model, train_tokens) -> torch.Tensor:
+        """`n` fixed windows of the finished domain, evenly spread; at its v-th revisit every window starts
+        v * (block_size + 1) tokens later, so a domain met again offers windows the buffer does not hold yet
+        (Mammoth's reservoir sees a revisit's new batches)."""
+        visit = self.visits.get(domain, 0)
+        self.visits[domain] = visit + 1
+        return probe_windows(train_tokens[visit * (model.cfg.block_size + 1):], n * model.cfg.block_size, model)
 
     def insert(self, model, windows) -> None:
         entered = self.buffer.offer(windows, self.rng, model)
@@ -46,11 +56,12 @@ class ReplayBase(Mechanism):
         return {"buffer_sequences": len(self.buffer), "buffer_offered": self.buffer.seen}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
+        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "visits": dict(self.visits)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer.load_state_dict(state["buffer"])
+        self.visits = dict(state["visits"])
 
 
 class ExperienceReplay(ReplayBase):

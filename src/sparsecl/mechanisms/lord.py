@@ -1,4 +1,4 @@
-"""`lord`: Low-Redundancy Distillation (Liu et al. 2025, seed 002; code EMLS-ICTCAS/LoRD), for a language
+"""`lord`: Low-Redundancy Distillation (Liu et al. 2025; code EMLS-ICTCAS/LoRD), for a language
 model. DER++ (same buffer, `alpha` and `beta` terms) with its three redundancies removed:
 
 1. Student: LoRD's network grows in width over the tasks. In phase k only a fraction f_k of each layer's MLP
@@ -164,7 +164,7 @@ class LowRedundancyDistillation(DarkExperienceReplay):
             self.teacher, probe_windows(train_tokens, s["probe_tokens"], model)[:, :-1])
         self.history["teacher_occupancy"][f"phase{phase}_{domain}"] = self.occupancy
         n = math.ceil(s["buffer_size"] * math.exp(s["insert_decay"]))  # at the least rate, buffer_size enter
-        candidates = probe_windows(train_tokens, n * model.cfg.block_size, model)
+        candidates = self.candidates(domain, n, model, train_tokens)
         admitted = torch.randperm(n, generator=self.rng)[: round(n * self.insert_probability())].sort().values
         self.insert(model, candidates[admitted.to(candidates.device)])
 

@@ -1,4 +1,4 @@
-"""`postprune`: post-pruning (seed 004's pruning framework), the after-the-fact counterpart of a fixed
+"""`postprune`: post-pruning, the after-the-fact counterpart of a fixed
 sparse topology ("pre-pruning"): train dense, prune, fine-tune.
 
 The pretrained model is pruned first (at `end_phase(0)`, before phase 1; no fine-tune, as pretraining is

@@ -1,4 +1,4 @@
-"""`ssd`: Selective Subnetwork Distillation (Xue et al. 2025, seeds 000/001), for a language model.
+"""`ssd`: Selective Subnetwork Distillation (Xue et al. 2025), for a language model.
 
 SSD distils the Top-K subnetworks of an SDMLP-style network, so its arms run on model.mlp_activation =
 topk (SDMLP's activation, `model.gpt.kwta`) with k = model.topk_k: the mechanisms preset sets it, and a

@@ -1,4 +1,4 @@
-"""Continual-learning metrics on a loss matrix (SPEC section 8).
+"""Continual-learning metrics on a loss matrix.
 
 `L[j, i]` is the mean NLL on domain i after phase j; phase 0 is pretraining. Columns are the distinct
 domains in the order they are first trained, and `first[i]` is the phase that first trains domain i

@@ -1,4 +1,4 @@
-"""Statistics over seeds (SPEC section 8), chosen to stay right at 2 to 5 seeds.
+"""Statistics over seeds, chosen to stay right at 2 to 5 seeds.
 
 Every arm of one seed shares its data order and evaluation windows (and, for a topology, its mask) with the
 other arms of that seed, so two arm groups are compared seed by seed, on the per-seed differences a - b:

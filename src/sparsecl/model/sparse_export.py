@@ -1,4 +1,4 @@
-"""Export a trained masked model to sparse matrices for inference: seed 004's pruned model at its real cost.
+"""Export a trained masked model to sparse matrices for inference: a pruned model at its real cost.
 
 `export_sparse` copies the model and replaces every sparsified matrix whose nonzero share is at most
 `max_density` by a `SparseLinear` holding only its nonzeros (CSR arrays); denser ones stay dense, where

@@ -74,18 +74,17 @@ def arm_summary(a: Arm, refs: dict | None, domains: list[str]) -> dict[str, floa
 
 
 # What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` print, per arm: how much it forgot, how well it
-# learned, where it ended, what its later phases cost and what it cost in all (pretraining included). The rest of
-# its summary is metrics/summary.json.
-HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "phase_tflops", "total_tflops")
+# learned, where it ended and what its training cost in all (pretraining included: the mechanisms of a topology
+# share it, so their differences are those of the later phases). The rest of its summary is metrics/summary.json.
+HEADLINE = ("final_avg_loss", "forgetting", "bwt", "core_forgetting", "plasticity", "total_tflops")
 VERDICT_FIGURES = ("diff", "p_holm")  # per H1-H3 test: the mean paired difference and its adjusted p
 
 
 def headline(summary: dict, costs: dict) -> dict:
     """The declared metrics of each arm (metrics/headline/<arm>.json): HEADLINE, from its summary and, for
     its training TFLOPs, its costs (metrics/mechanism/<arm>.json)."""
-    tflops = {arm: {"phase_tflops": c["train_flops"] / 1e12, "total_tflops": mechanism_compare.total_flops(c) / 1e12}
-              for arm, c in costs.items()}
-    return {arm: {k: tflops[arm][k] if k in tflops[arm] else s[k] for k in HEADLINE} for arm, s in summary.items()}
+    return {arm: {k: mechanism_compare.total_flops(costs[arm]) / 1e12 if k == "total_tflops" else s[k]
+                  for k in HEADLINE} for arm, s in summary.items()}
 
 
 def verdict_figures(seed_stats: dict) -> dict:

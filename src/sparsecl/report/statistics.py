@@ -209,7 +209,7 @@ READING = ("How to read a verdict: \"supported\" and \"evidence against\" mean t
 
 
 def verdicts(result: dict, density: float, analysis: dict) -> list[str]:
-    """H1, H2 and H3 in plain words, each with the numbers it rests on (SPEC section 1)."""
+    """H1, H2 and H3 in plain words, each with the numbers it rests on (the project's three hypotheses)."""
     members, about = result["verdicts"], result["family"]
     h1 = sorted(n.split("_", 1)[1] for n in members if n.startswith("H1_"))
     h3 = sorted(n.split("_", 1)[1] for n in members if n.startswith("H3_"))
