@@ -23,12 +23,12 @@ OFF = {"none": {}, "ewc": {"lambda": 0.0}, "er": {"weight": 0.0}, "derpp": {"alp
        "postprune": {"rho": 1.0}}
 
 
-def domains(n=3, length=3000):
+def domains(n=3, length=3000, vocab=VOCAB):
     """Token streams that differ in distribution, so a phase really changes the model."""
     out = []
     for d in range(n):
         rng = np.random.default_rng(d)
-        base = rng.integers(0, VOCAB, 50)
+        base = rng.integers(0, vocab, 50)
         out.append(base[rng.integers(0, 50, length)].astype(np.uint16))
     return out
 
@@ -36,13 +36,7 @@ def domains(n=3, length=3000):
 DOMAINS = domains()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and far faster on a busy machine (no oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(toy_params, topology="random", **model):

@@ -213,18 +213,24 @@ def _paths(node, prefix=""):
         yield from _paths(value, path)
 
 
+def _error_with(toy_params, parent, key, bad) -> str:
+    """The validation error of the toy params with parent[key] set to `bad` (restored after)."""
+    original, parent[key] = parent[key], bad
+    try:
+        with pytest.raises(ParamsError) as e:
+            validate(copy.deepcopy(toy_params))
+    finally:
+        parent[key] = original
+    return str(e.value)
+
+
 @pytest.mark.parametrize("bad", [None, "?", {"x": 1}], ids=["null", "text", "mapping"])
 def test_any_key_given_a_wrong_value_is_named_never_a_crash(toy_params, bad):
     """Every key of the toy params in turn gets a value of the wrong kind: validation names that key (or a
     key below it) and never fails with anything but ParamsError."""
     for path, parent, key in list(_paths(toy_params)):
-        original, parent[key] = parent[key], bad
-        try:
-            with pytest.raises(ParamsError) as e:
-                validate(copy.deepcopy(toy_params))
-        finally:
-            parent[key] = original
-        assert f"\n  {path}" in str(e.value), f"{path} = {bad!r}: {e.value}"
+        msg = _error_with(toy_params, parent, key, bad)
+        assert f"\n  {path}" in msg, f"{path} = {bad!r}: {msg}"
 
 
 def test_a_mechanism_setting_yaml_read_as_text_gets_the_hint(toy_params):
@@ -251,14 +257,9 @@ def test_every_number_refuses_nan_and_infinity_naming_its_key(toy_params):
         path for path, _, _ in numeric}
     for path, parent, key in numeric:
         for bad in (float("nan"), float("inf"), float("-inf")):
-            original, parent[key] = parent[key], bad
-            try:
-                with pytest.raises(ParamsError) as e:
-                    validate(copy.deepcopy(toy_params))
-            finally:
-                parent[key] = original
-            expected = "is not a finite number" if isinstance(original, float) else "is not an integer"
-            assert f"\n  {path}: {bad!r} {expected}" in str(e.value), f"{path} = {bad!r}: {e.value}"
+            msg = _error_with(toy_params, parent, key, bad)
+            expected = "is not a finite number" if isinstance(parent[key], float) else "is not an integer"
+            assert f"\n  {path}: {bad!r} {expected}" in msg, f"{path} = {bad!r}: {msg}"
 
 
 @pytest.mark.parametrize("topology, n_embd, smallest", [("random", 32, 0.000489), ("erk", 32, 0.000489),

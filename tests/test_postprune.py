@@ -6,7 +6,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,6 +17,7 @@ from sparsecl.model.checkpoint import load_checkpoint
 from sparsecl.params import ParamsError
 from sparsecl.topology.store import load_masks, make_masks
 from sparsecl.train.loop import train_phase
+from test_mechanisms import domains
 from tests.conftest import TOY_PARAMS, chosen_lr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,20 +25,11 @@ VOCAB = 64
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def streams(n=3, length=3000):
-    out = []
-    for d in range(n):
-        rng = np.random.default_rng(d)
-        out.append(rng.integers(0, 50, 50)[rng.integers(0, 50, length)].astype(np.uint16))
-    return out
+    return domains(n, length, vocab=50)
 
 
 def kept(n: int, fraction: float) -> int:

@@ -15,12 +15,7 @@ from sparsecl.train.loop import train_phase
 from test_mechanisms import CPU, DOMAINS, tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(domain=1, n=2, length=33):

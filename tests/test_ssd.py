@@ -12,17 +12,13 @@ from sparsecl.model.gpt import kwta
 from sparsecl.params import ParamsError
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase
+from test_mechanisms import domains
 
 VOCAB = 64
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_top_k_is_sdmlps_relu_and_inhibition_by_the_k_plus_first_value():
@@ -44,11 +40,7 @@ def tiny(toy_params, activation="topk"):
 
 
 def streams(n=2, length=6000):
-    out = []
-    for d in range(n):
-        rng = np.random.default_rng(d)
-        out.append(rng.integers(0, 50, 50)[rng.integers(0, 50, length)].astype(np.uint16))
-    return out
+    return domains(n, length, vocab=50)
 
 
 def test_a_top_k_model_fires_at_most_k_units_and_ssd_selects_units_that_fire(toy_params):
