@@ -1,13 +1,13 @@
 """Stage `sequential`: one phase per later domain, from the pretrained arm, with one mechanism."""
 from sparsecl import stage
 from sparsecl.io import write_json
+from sparsecl.names import arm_name, base_name
 from sparsecl.train import distributed
 from sparsecl.train.run import sequential
 
 
 def main(params, args):
-    base = f"{args.topology}-s{args.seed}"
-    arm = f"{args.topology}-{args.mechanism}-s{args.seed}"
+    base, arm = base_name(args.topology, args.seed), arm_name(args.topology, args.mechanism, args.seed)
     out = f"models/sequential/{arm}"
     summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
                          f"lr_search/{args.topology}/chosen.json", f"models/pretrain/{base}", out,

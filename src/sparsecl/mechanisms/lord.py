@@ -34,6 +34,7 @@ from sparsecl.checks import choice, number
 from sparsecl.mechanisms.common import FrozenEntries, probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import block_weights, forward_flops, matmul_weights, param_bytes
 from sparsecl.mechanisms.derpp import DERPP_SCHEMA, DarkExperienceReplay
+from sparsecl.names import phase_label
 
 STUDENTS = ("grow", "freeze")
 
@@ -131,7 +132,7 @@ class LowRedundancyDistillation(DarkExperienceReplay):
         self.subnet_train_flops_per_token = 3 * forward_flops(model, self.units, self.heads)
         self.step = 0
         self.student = model  # for its subnetwork switch: `loss` may receive it wrapped (DDP, torch.compile)
-        self.history["trainable_fraction"][f"phase{phase}_{domain}"] = fraction
+        self.history["trainable_fraction"][phase_label(phase, domain)] = fraction
 
     def loss(self, model, x, y):
         s = self.settings
@@ -162,7 +163,7 @@ class LowRedundancyDistillation(DarkExperienceReplay):
         self.teacher = snapshot(model)
         self.units, self.heads, self.occupancy = self.search(
             self.teacher, probe_windows(train_tokens, s["probe_tokens"], model)[:, :-1])
-        self.history["teacher_occupancy"][f"phase{phase}_{domain}"] = self.occupancy
+        self.history["teacher_occupancy"][phase_label(phase, domain)] = self.occupancy
         n = math.ceil(s["buffer_size"] * math.exp(s["insert_decay"]))  # at the least rate, buffer_size enter
         candidates = self.candidates(domain, n, model, train_tokens)
         admitted = torch.randperm(n, generator=self.rng)[: round(n * self.insert_probability())].sort().values

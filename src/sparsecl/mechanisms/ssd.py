@@ -26,6 +26,7 @@ from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
+from sparsecl.names import phase_label
 
 
 class SoftenedKL(torch.autograd.Function):
@@ -94,7 +95,7 @@ class SelectiveSubnetworkDistillation(Mechanism):
         self.teacher = snapshot(model)
         freq = self.frequencies(self.teacher, probe_windows(train_tokens, self.settings["freq_tokens"], model))
         n = max(1, round(self.settings["n_ratio"] * self.settings["k"]))
-        self.labels.append(f"phase{phase}_{domain}")
+        self.labels.append(phase_label(phase, domain))
         self.freqs.append(freq)
         self.selected.append(freq.topk(n, dim=1).indices.sort(dim=1).values)
 

@@ -14,12 +14,6 @@ from sparsecl.topology.store import mask_hash, pack, unpack
 MASK = ".mask"  # the state-dict suffix of a MaskedLinear's mask buffer
 
 
-def speed_checkpoint(phase: int) -> str:
-    """The file of the checkpoint taken `phase.speed_steps` steps into a phase (its loss on that phase's
-    domain is the arm's learning speed there)."""
-    return f"phase{phase}_early.pt"
-
-
 def model_masks(model: GPT) -> dict[str, torch.Tensor]:
     return {n: m.mask for n, m in model.masked_layers().items() if m.mask is not None}
 

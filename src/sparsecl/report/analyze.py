@@ -14,6 +14,7 @@ from markdown_it import MarkdownIt  # installed with DVC (rich): the HTML render
 from sparsecl.io import read_json, write_json, write_text
 from sparsecl.metrics.continual import (crossover, final_summary, first_phases, forward_transfer_vs_scratch,
                                         intransigence, seen_mean_loss, trained_columns)
+from sparsecl.names import arm_name, base_name, early_label, phase_label
 from sparsecl.report import mechanism_compare, plots, statistics, topology_compare
 
 VERSIONS = ("torch", "numpy", "scipy", "tokenizers", "dvc")  # the packages the numbers depend on
@@ -40,10 +41,6 @@ class Arm:
         return {"seen_mean": seen_mean_loss(self.L, self.first), "core": self.L[:, 0]}
 
 
-def arm_name(topology: str, mechanism: str, seed: int) -> str:
-    return f"{topology}-{mechanism}-s{seed}"
-
-
 def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
     order = params["data"]["order"]
     domains, first = first_phases(order)
@@ -53,9 +50,9 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
             for seed in params["seeds"]:
                 ev = read_json(Path(eval_dir) / f"{arm_name(topology, mechanism, seed)}.json")
                 losses = ev["loss"]
-                L = np.array([[losses[f"phase{j}_{order[j]}"][d] for d in domains] for j in range(len(order))])
+                L = np.array([[losses[phase_label(j, order[j])][d] for d in domains] for j in range(len(order))])
                 untrained = np.array([losses["untrained"][d] for d in domains])
-                speed = np.array([ev["early"][f"early{k}_{order[k]}"][order[k]] for k in first[1:]])
+                speed = np.array([ev["early"][early_label(k, order[k])][order[k]] for k in first[1:]])
                 arms.append(Arm(topology, mechanism, seed, L, untrained, first, trained_columns(order), speed))
     return arms
 
@@ -97,7 +94,7 @@ def verdict_figures(seed_stats: dict) -> dict:
 def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
     """6 N: N = the active parameters of the topology's model, the tied token embedding / LM head once (the
     topology summary leaves that out, as it depends on the trained tokenizer)."""
-    counts = read_json(Path(metrics_dir) / "topology" / f"{topology}-s{seed}.json")["summary"]
+    counts = read_json(Path(metrics_dir) / "topology" / f"{base_name(topology, seed)}.json")["summary"]
     return 6.0 * (counts["model_active_non_embedding"] + vocab_size * params["model"]["n_embd"])
 
 
@@ -167,14 +164,14 @@ def step_curves(arms: list[Arm], order: list[str], live_dir: str | Path) -> dict
     live = Path(live_dir)
     curves: dict = {"pretrain": {}, "phases": {}, "boundaries": []}
     for a in arms:
-        base = f"{a.topology}-s{a.seed}"
+        base = base_name(a.topology, a.seed)
         if base not in curves["pretrain"]:  # shared by the arms of every mechanism
             curves["pretrain"][base] = _tsv_curve(live / "pretrain" / base / "plots" / "metrics" / "loss.tsv")
         offset, xs, ys = 0.0, [], []
         for k in range(1, len(order)):
             if a is arms[0] and k > 1:
                 curves["boundaries"].append(offset)
-            steps, loss = _tsv_curve(live / "sequential" / a.name / "plots" / "metrics" / f"phase{k}_{order[k]}"
+            steps, loss = _tsv_curve(live / "sequential" / a.name / "plots" / "metrics" / phase_label(k, order[k])
                                      / "loss.tsv")
             xs, ys = xs + [offset + x for x in steps], ys + loss
             offset += (steps[-1] + 1) if steps else 0.0
@@ -203,7 +200,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     domains, _ = first_phases(order)
     arms = load_arms(params, eval_dir)
     manifest = read_json(Path(tokens_dir) / "manifest.json")
-    refs = {(t, seed): read_json(Path(references_dir) / f"{t}-s{seed}.json")
+    refs = {(t, seed): read_json(Path(references_dir) / f"{base_name(t, seed)}.json")
             for t in params["references"] for seed in params["seeds"]}
     summary = {a.name: arm_summary(a, refs.get((a.topology, a.seed)), domains) for a in arms}
     grid = lr_grid(params, lr_dir)

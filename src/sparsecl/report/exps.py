@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from sparsecl.names import parse_arm
 from sparsecl.report.analyze import HEADLINE
 from sparsecl.report.sweep import exp_show, headline_arms, records
 
@@ -48,10 +49,10 @@ def rows(exp_json: list) -> list[dict]:
 
 def _short(arm: str, arms: list[str]) -> str:
     """`random-none-s0` -> `random` when every arm has mechanism none and seed 0's suffix is the only one."""
-    parts = [a.rsplit("-", 2) for a in arms]
-    topology, mechanism, seed = arm.rsplit("-", 2)
-    one_mechanism, one_seed = len({p[1] for p in parts}) == 1, len({p[2] for p in parts}) == 1
-    return "-".join([topology] + ([] if one_mechanism else [mechanism]) + ([] if one_seed else [seed]))
+    parts, this = [parse_arm(a) for a in arms], parse_arm(arm)
+    one_mechanism, one_seed = len({p.mechanism for p in parts}) == 1, len({p.seed for p in parts}) == 1
+    return "-".join([this.topology] + ([] if one_mechanism else [this.mechanism])
+                    + ([] if one_seed else [f"s{this.seed}"]))
 
 
 def table(records: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:

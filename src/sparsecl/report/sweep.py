@@ -35,6 +35,7 @@ import numpy as np
 
 from sparsecl import presets
 from sparsecl.io import write_text
+from sparsecl.names import parse_arm
 from sparsecl.report import plots  # first: it selects the Agg backend
 from sparsecl.report.analyze import csv_text
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
@@ -140,9 +141,9 @@ def gather(exp_json: list, keys: tuple[str, ...] = ("density",)) -> list[dict]:
         for arm, m in summary.items():
             if not isinstance(m, dict) or "forgetting" not in m:
                 continue
-            topology, mechanism, seed = arm.rsplit("-", 2)
+            name = parse_arm(arm)
             rows.append({"experiment": rec.get("name") or rev[:7], "rev": rev[:7], **dict(zip(keys, point)),
-                         "topology": topology, "mechanism": mechanism, "seed": int(seed.removeprefix("s")),
+                         "topology": name.topology, "mechanism": name.mechanism, "seed": name.seed,
                          **{v: m.get(v) for v in VALUES}})  # None: an older record without it
     return sorted(rows, key=lambda r: (*_order(point_of(r, keys)), r["topology"], r["mechanism"], r["seed"]))
 

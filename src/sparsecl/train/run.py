@@ -27,7 +27,8 @@ from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.mechanisms.cost import arm_metrics
 from sparsecl.metrics.evaluate import mean_nll
 from sparsecl.model import GPT, config_from_params
-from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint, speed_checkpoint
+from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
+from sparsecl.names import arm_name, base_name, early_checkpoint, phase_checkpoint, phase_label
 from sparsecl.topology.store import load_masks, make_masks, mask_hash
 from sparsecl.train import distributed
 from sparsecl.train.loop import NonFiniteLossError, train_phase
@@ -181,7 +182,7 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     domain = params["data"]["order"][0]
     data.require(params["data"]["order"], params["model"]["block_size"])  # every domain, not just this one
-    arm = f"pretrain-{topology}-s{seed}"
+    arm = f"pretrain-{base_name(topology, seed)}"
     tcfg = train_settings(params, Path(lr_dir) / "chosen.json")
     if grid_pretrains(params, seed):
         chosen = read_json(Path(lr_dir) / "chosen.json")
@@ -218,7 +219,7 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     settings = params["mechanism"].get(mechanism, {})
     order = params["data"]["order"]
     data.verify(order)  # before any work: a refused run leaves the resume folder and step logs as they are
-    arm = f"{topology}-{mechanism}-s{seed}"
+    arm = arm_name(topology, mechanism, seed)
     start_ckpt = Path(pretrain_dir) / "model.pt"
     tcfg = train_settings(params, lr_file)
     resume = _resume_dir(arm, _fingerprint(tcfg, params["distributed"], params["phase"], order, settings,
@@ -226,9 +227,9 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
                                            [data.meta(d, "train")["sha256"] for d in order]))
     mech = make_mechanism(mechanism, settings, seed)
     # Continue from the last finished phase if an earlier run was killed.
-    done = [k for k in range(1, len(order)) if (resume / f"phase{k}.pt").exists()]
+    done = [k for k in range(1, len(order)) if (resume / phase_checkpoint(k)).exists()]
     first = max(done, default=0) + 1
-    model, ck = load_checkpoint(resume / f"phase{first - 1}.pt" if done else start_ckpt, blob, device)
+    model, ck = load_checkpoint(resume / phase_checkpoint(first - 1) if done else start_ckpt, blob, device)
     distributed.check_identical("masks", blob["sha256"])  # load_checkpoint checked the model's masks against it
     data.require(order, model.cfg.block_size)  # before the mechanism's work on the pretrained model
     main = distributed.is_main()
@@ -238,20 +239,20 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
     else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
         mech.end_phase(0, order[0], model, data.array(order[0], "train"))
         if main and mech.modifies_pretrained:
-            save_checkpoint(resume / "phase0.pt", model, phase=0, domain=order[0], topology=topology, seed=seed,
+            save_checkpoint(resume / phase_checkpoint(0), model, phase=0, domain=order[0], topology=topology, seed=seed,
                             mechanism=mechanism)
     log = _step_log(live_dir, resume / "steplog.jsonl")
     summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
     for k in range(first, len(order)):
         domain = order[k]
         if log:
-            log.phase, log.prefix = k, f"phase{k}_{domain}/"
+            log.phase, log.prefix = k, f"{phase_label(k, domain)}/"
         distributed.print_main(f"[{arm}] phase {k}/{len(order) - 1}: {domain}")
         # Seeded per phase, so that a run resumed after a finished phase draws what an uninterrupted one does.
         torch.manual_seed(1000 * seed + k)
         mech.begin_phase(k, domain, model)
         t0 = time.perf_counter()
-        early = resume / speed_checkpoint(k)
+        early = resume / early_checkpoint(k)
 
         def save_early(done: int, k=k, domain=domain, early=early) -> None:
             if done == params["phase"]["speed_steps"] and main:
@@ -265,20 +266,20 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
         if main and not early.exists():  # a phase shorter than speed_steps: its end is the early point
             save_early(params["phase"]["speed_steps"])
         mech.end_phase(k, domain, model, data.array(domain, "train"))
-        summary[f"phase{k}_{domain}"] = {"tokens": result.tokens, "steps": result.steps,
+        summary[phase_label(k, domain)] = {"tokens": result.tokens, "steps": result.steps,
                                          "final_train_loss": result.final_loss}
-        summary.setdefault("timing", {})[f"phase{k}_{domain}_seconds"] = round(time.perf_counter() - t0, 2)
+        summary.setdefault("timing", {})[f"{phase_label(k, domain)}_seconds"] = round(time.perf_counter() - t0, 2)
         if main:
             write_json(resume / "summary.json", summary)  # before the checkpoint that marks the phase finished
-            save_checkpoint(resume / f"phase{k}.pt", model, phase=k, domain=domain, topology=topology, seed=seed,
+            save_checkpoint(resume / phase_checkpoint(k), model, phase=k, domain=domain, topology=topology, seed=seed,
                             mechanism=mechanism, mechanism_state=mech.state_dict())
             (resume / "inphase.pt").unlink(missing_ok=True)
         distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
     summary["metrics"] = arm_metrics(mech, model, read_json(Path(pretrain_dir) / "train_summary.json")["tokens"])
     if main:
         log.close()
-        _publish(resume, Path(out_dir), ["phase0.pt"] * mech.modifies_pretrained
-                 + [name for k in range(1, len(order)) for name in (f"phase{k}.pt", speed_checkpoint(k))])
+        _publish(resume, Path(out_dir), [phase_checkpoint(0)] * mech.modifies_pretrained
+                 + [name for k in range(1, len(order)) for name in (phase_checkpoint(k), early_checkpoint(k))])
     return summary
 
 
@@ -331,7 +332,7 @@ def references(params: dict, topology: str, seed: int, tokens_dir: str, masks_fi
     domains = list(dict.fromkeys(order))
     data.require(order, params["model"]["block_size"])
     tcfg = train_settings(params, lr_file)
-    arm = f"reference-{topology}-s{seed}"
+    arm = f"reference-{base_name(topology, seed)}"
     resume = _resume_dir(arm, _fingerprint(tcfg, params["pretrain"], params["phase"], order, blob["sha256"],
                                            sha256_file(init_file), [data.meta(d, "train")["sha256"] for d in order]))
     budget = {d: 0 for d in domains}
