@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def toy_repo(tmp_path_factory):
     shutil.copy(REPO / "tests" / "toy_params.yaml", root / "params.yaml")
     sh(root, "git", "init", "-q")
     dvc(root, "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the offline plots page
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "toy")
     log = dvc(root, "repro")
@@ -112,6 +114,17 @@ def test_plots_show_draws_the_first_look_plots_first_one_line_per_arm_and_no_per
         spec = plots[f"plots/data/{name}.csv"][0]["content"]
         assert spec["encoding"]["color"]["field"] == "arm"
         assert {v["arm"] for v in spec["data"]["values"]} == {"dense-none-s0", "narrow-none-s0", "random-none-s0"}
+
+
+def test_plots_show_writes_a_page_that_loads_nothing_from_the_network(toy_repo):
+    """Plain `dvc plots show` fills the project's page (.dvc/config): Vega inside it, no script, style or
+    image fetched from anywhere but the page's own folder."""
+    root, _ = toy_repo
+    dvc(root, "plots", "show", "-o", "offline_plots")
+    page = (root / "offline_plots" / "index.html").read_text()
+    assert "window.vegaEmbed=" in page and page.count("vegaEmbed('#") >= 2
+    assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
+    assert "cdn.jsdelivr" not in page and "@import" not in page
 
 
 def test_the_run_cache_restores_every_stage_without_its_lock(toy_repo):
