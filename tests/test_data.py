@@ -11,9 +11,9 @@ import yaml
 
 from sparsecl.data import builtin
 from sparsecl.data.batches import eval_windows, sample_batch
-from sparsecl.data.sources import DataSourceError, EmptyDomainError, load_documents
+from sparsecl.data.sources import load_documents
 from sparsecl.data.tokens import TokenData, build, select_and_split
-from sparsecl.io import IntegrityError
+from sparsecl.errors import DataSourceError, EmptyDomainError, IntegrityError
 
 
 def test_split_is_deterministic_disjoint_and_keeps_duplicates_together():

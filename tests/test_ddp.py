@@ -17,6 +17,8 @@ import yaml
 
 from tests.conftest import chosen_lr
 
+from sparsecl.errors import DistributedSetupError
+
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -118,7 +120,7 @@ def test_ranks_with_different_masks_are_refused(tmp_path):
         mask[0, distributed.rank()] = 0  # rank 1 drops another entry than rank 0
         try:
             distributed.check_identical("masks", tensors_sha256({"h.0.mlp.c_fc": mask}))
-        except distributed.DistributedSetupError as e:
+        except DistributedSetupError as e:
             print(f"rank {distributed.rank()}: {e}")
         distributed.barrier()
         distributed.close()

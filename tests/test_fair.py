@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from sparsecl.errors import ParamsError
 from sparsecl.data.tokens import build
 from sparsecl.io import read_json, sha256_file
 from sparsecl.metrics.continual import (final_summary, first_phases, forward_transfer_vs_scratch, intransigence,
                                         per_visit, plasticity_per_domain, trained_columns)
 from sparsecl.model import GPT, GPTConfig
-from sparsecl.params import ParamsError
 from sparsecl.report.analyze import Arm, arm_summary
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import make_optimizer

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecl.io import IntegrityError
+
+from sparsecl.errors import IntegrityError
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint, model_masks, save_checkpoint

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparsecl.params import ParamsError, validate
+from sparsecl.errors import ParamsError
+from sparsecl.params import validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
+from sparsecl.errors import ParamsError
 from sparsecl.io import read_json
 from sparsecl.mechanisms import make
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint
-from sparsecl.params import ParamsError
 from sparsecl.topology.store import load_masks, make_masks
 from sparsecl.train.loop import train_phase
 from test_mechanisms import domains

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import make
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.gpt import kwta
-from sparsecl.params import ParamsError
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase
 from test_mechanisms import domains

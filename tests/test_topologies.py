@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from sparsecl.errors import ParamsError
 from sparsecl.model import GPT, GPTConfig, layer_blocks
-from sparsecl.params import ParamsError, validate
+from sparsecl.params import validate
 from sparsecl.topology import TOPOLOGIES, brf
 from sparsecl.topology.allocation import allocate, spread
 from sparsecl.topology.store import diagnostics, make_masks, spectral

@@ -11,13 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class IntegrityError(ValueError):
-    """A file does not match its recorded hash, or cannot be read at all (corrupted or truncated)."""
-
-
-class NonFiniteError(ValueError):
-    """A result to be written holds NaN or infinity: never evidence, never written."""
+from sparsecl.errors import IntegrityError, NonFiniteError
 
 
 def _umask() -> int:

@@ -15,13 +15,10 @@ import yaml
 
 from sparsecl.checks import Check, choice, number
 from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
+from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES
 from sparsecl.topology.allocation import ALLOCATIONS, allocate
-
-
-class ParamsError(ValueError):
-    """params.yaml is invalid; the message lists every problem, one per line."""
 
 
 def _bool(key, v):

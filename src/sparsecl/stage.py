@@ -7,11 +7,9 @@ import sys
 from typing import Callable
 
 from sparsecl import params as params_mod
-from sparsecl.data.sources import DataSourceError
 from sparsecl.device import resolve_device
-from sparsecl.io import IntegrityError, NonFiniteError
+from sparsecl.errors import DataSourceError, DistributedSetupError, IntegrityError, NonFiniteError, NonFiniteLossError
 from sparsecl.train import distributed
-from sparsecl.train.loop import NonFiniteLossError
 
 
 def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_parallel: bool = False) -> None:
@@ -31,7 +29,7 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
     except (params_mod.ParamsError, DataSourceError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (IntegrityError, NonFiniteLossError, NonFiniteError, distributed.DistributedSetupError) as e:
+    except (IntegrityError, NonFiniteLossError, NonFiniteError, DistributedSetupError) as e:
         # a corrupted input, a run that diverged, a non-finite result, or ranks that disagree
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -12,17 +12,10 @@ import os
 import random
 
 from sparsecl.data import builtin
+from sparsecl.errors import DataSourceError, EmptyDomainError
 
 BUILTIN_DOMAINS = tuple(builtin.LOADERS)
 SOURCES = ("builtin", "files", "hf", "toy")
-
-
-class DataSourceError(ValueError):
-    """A domain's source cannot give its documents; the message names `data.domains.<name>` and what to fix."""
-
-
-class EmptyDomainError(DataSourceError):
-    """A domain (or one of its splits) has too little text to train or evaluate on."""
 
 
 def load_documents(name: str, spec: dict, seed: int) -> tuple[list[str], dict]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecl.data.sources import EmptyDomainError, load_documents
-from sparsecl.io import IntegrityError, atomic_path, read_json, sha256_bytes, sha256_file, write_json
+from sparsecl.data.sources import load_documents
+from sparsecl.errors import EmptyDomainError, IntegrityError
+from sparsecl.io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from sparsecl.checks import number
+from sparsecl.errors import ParamsError
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import FrozenEntries
 from sparsecl.mechanisms.cost import forward_flops
@@ -53,7 +54,6 @@ def check_prunable(model, rho: float) -> None:
         kept = (layer.mask if layer.mask is not None else torch.ones_like(layer.weight)).reshape(layer.blocks, -1)
         if bool((kept.sum(1) > round(rho * n_out * n_in)).any()):
             return
-    from sparsecl.params import ParamsError  # here: sparsecl.params imports the mechanisms registry
 
     density = model.param_counts()["sparsified_density"]
     raise ParamsError(f"mechanism.postprune.rho: {rho:g} is not below what this arm's topology keeps of any "

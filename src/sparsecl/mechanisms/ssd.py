@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsecl.checks import number
+from sparsecl.errors import ParamsError
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
@@ -88,8 +89,6 @@ class SelectiveSubnetworkDistillation(Mechanism):
     def end_phase(self, phase, domain, model, train_tokens) -> None:
         topk = model.transformer.h[0].mlp.topk
         if topk and topk != self.settings["k"]:
-            from sparsecl.params import ParamsError  # here: sparsecl.params imports the mechanisms registry
-
             raise ParamsError(f"mechanism.ssd.k: {self.settings['k']} differs from model.topk_k={topk}, the units "
                               f"the Top-K activation lets fire; set mechanism.ssd.k to {topk}")
         self.teacher = snapshot(model)

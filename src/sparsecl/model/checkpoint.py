@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
+from sparsecl.errors import IntegrityError
+from sparsecl.io import tensors_sha256, torch_load, torch_save
 from sparsecl.model.gpt import GPT, GPTConfig
 from sparsecl.topology.store import mask_hash, pack, unpack
 

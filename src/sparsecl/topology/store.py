@@ -11,7 +11,8 @@ import scipy.sparse
 import torch
 from scipy.sparse.linalg import svds
 
-from sparsecl.io import IntegrityError, torch_load, torch_save
+from sparsecl.errors import IntegrityError
+from sparsecl.io import torch_load, torch_save
 from sparsecl.model import GPT, GPTConfig, layer_blocks
 from sparsecl.topology import TOPOLOGIES
 

@@ -16,9 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-
-class DistributedSetupError(RuntimeError):
-    pass
+from sparsecl.errors import DistributedSetupError
 
 
 def launch_if_asked(nproc: int) -> None:

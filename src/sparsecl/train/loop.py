@@ -13,13 +13,10 @@ import torch
 
 from sparsecl.data.batches import batch_rng, sample_batch
 from sparsecl.device import autocast
-from sparsecl.io import IntegrityError, tensors_sha256, torch_load, torch_save
+from sparsecl.errors import IntegrityError, NonFiniteLossError
+from sparsecl.io import tensors_sha256, torch_load, torch_save
 from sparsecl.mechanisms import Mechanism
 from sparsecl.train import distributed
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:

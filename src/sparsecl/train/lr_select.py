@@ -4,8 +4,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from sparsecl.errors import ParamsError
 from sparsecl.io import atomic_path
-from sparsecl.params import ParamsError
+
 
 POINT_FILES = ("init.pt", "model.pt", "steplog.jsonl")  # what a grid point that did not diverge leaves
 

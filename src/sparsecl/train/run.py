@@ -22,6 +22,7 @@ import torch
 from sparsecl.data.batches import Mixture, eval_windows, selection_windows
 from sparsecl.data.tokens import TokenData
 from sparsecl.device import resolve_device
+from sparsecl.errors import NonFiniteLossError
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.mechanisms.cost import arm_metrics
@@ -31,7 +32,7 @@ from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.names import arm_name, base_name, early_checkpoint, phase_checkpoint, phase_label
 from sparsecl.topology.store import load_masks, make_masks, mask_hash
 from sparsecl.train import distributed
-from sparsecl.train.loop import NonFiniteLossError, train_phase
+from sparsecl.train.loop import train_phase
 
 RESUME_ROOT = Path("runs/resume")
 # Batch streams of the reference runs, apart from the arms' phases 0..T (a batch depends on seed, phase, step).
