@@ -59,7 +59,7 @@ def main() -> None:
     print(f"training: {train_steps:,} steps x {step_s * 1e3:.1f} ms = {train_s:,.0f} s")
     print(f"evaluation: {arms} arms x {len(order) + 1} checkpoints x {domains} domains x {len(windows)} windows "
           f"x {window_s * 1e3:.2f} ms + latency {latency_s:.2f} s per arm = {eval_s:,.1f} s")
-    print(f"evaluation / (training + evaluation): {eval_s / (train_s + eval_s):.1%}")
+    print(f"evaluation / (training + evaluation): {100 * eval_s / (train_s + eval_s):.3g}%")
 
 
 if __name__ == "__main__":

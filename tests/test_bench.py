@@ -39,7 +39,7 @@ def test_sparse_inference_bench_exports_models_with_the_masked_outputs():
 
 def test_eval_fraction_bench_gives_a_share():
     out = bench("eval_fraction", "--tiny", "--steps", "1")
-    assert 0 < float(re.search(r"evaluation / \(training \+ evaluation\): ([0-9.]+)%", out).group(1)) < 100
+    assert 0 < float(re.search(r"evaluation / \(training \+ evaluation\): ([0-9.e+-]+)%", out).group(1)) < 100
 
 
 def test_lm_head_loss_bench_compares_both_ways():

@@ -113,6 +113,7 @@ def test_ranks_with_different_masks_are_refused(tmp_path):
     script = tmp_path / "differ.py"
     script.write_text(textwrap.dedent("""
         import torch
+        from sparsecl.errors import DistributedSetupError
         from sparsecl.io import tensors_sha256
         from sparsecl.train import distributed
         distributed.init(torch.device("cpu"))
