@@ -1,4 +1,4 @@
-"""The offline page `dvc plots show` fills (src/sparsecl/report/templates/plots.html, named in .dvc/config)."""
+"""The offline page `dvc plots show` fills (src/sparsecl/report/vendor/plots.html, named in .dvc/config)."""
 import configparser
 from pathlib import Path
 

@@ -30,6 +30,7 @@ class Arm:
     first: np.ndarray      # the phase that first trains each domain
     trained: np.ndarray    # the column each phase trains
     speed: np.ndarray      # loss on each later domain after phase.speed_steps steps of its first phase
+    damage: dict | None = None  # what changing the pretrained model before phase 1 cost (postprune's pruning)
 
     @property
     def name(self) -> str:
@@ -53,7 +54,8 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
                 L = np.array([[losses[phase_label(j, order[j])][d] for d in domains] for j in range(len(order))])
                 untrained = np.array([losses["untrained"][d] for d in domains])
                 speed = np.array([ev["early"][early_label(k, order[k])][order[k]] for k in first[1:]])
-                arms.append(Arm(topology, mechanism, seed, L, untrained, first, trained_columns(order), speed))
+                arms.append(Arm(topology, mechanism, seed, L, untrained, first, trained_columns(order), speed,
+                                mechanism_compare.pruning_damage(losses)))
     return arms
 
 
@@ -233,9 +235,7 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots.loss_heatmaps(arms, order, plots_dir / "loss_matrix.png")
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
-    damage = {a.name: mechanism_compare.pruning_damage(read_json(Path(eval_dir) / f"{a.name}.json")["loss"])
-              for a in arms}
-    mechanism_section = mechanism_compare.section(arms, summary, costs, damage, plots_dir)
+    mechanism_section = mechanism_compare.section(arms, summary, costs, plots_dir)
     report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops),
                         *render_lr_grid(grid, params), *topology_section,
                         mechanism_section, *render_matrices(arms, order)])

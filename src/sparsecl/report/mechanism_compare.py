@@ -63,9 +63,9 @@ def plot(arms, summary: dict, costs: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def section(arms, summary: dict, costs: dict, damage: dict, plots_dir: str | Path) -> str:
+def section(arms, summary: dict, costs: dict, plots_dir: str | Path) -> str:
     """Write plots/mechanism_compare.png and return the report's mechanism comparison (markdown); `costs` are
-    the arms' metrics/mechanism/<arm>.json, `damage` their pruning damage (`pruning_damage`, None for most)."""
+    the arms' metrics/mechanism/<arm>.json."""
     plot(arms, summary, costs, Path(plots_dir) / "mechanism_compare.png")
     none = {(a.topology, a.seed): costs[a.name] for a in arms if a.mechanism == "none"}
     lines = ["## Mechanisms: forgetting against cost", "",
@@ -88,6 +88,6 @@ def section(arms, summary: dict, costs: dict, damage: dict, plots_dir: str | Pat
                      f"{s['core_final_loss']:.3f} | {c['train_flops'] / 1e12:.1f} | {later} | "
                      f"{total_flops(c) / 1e12:.1f} | {total} | "
                      f"{c['extra_memory_bytes'] / 2**20:.1f} | {c['inference_flops_per_token'] / 1e6:.2f} | "
-                     f"{c['params_active'] / 1e6:.3f} | {_notes(c, damage[a.name])} |")
+                     f"{c['params_active'] / 1e6:.3f} | {_notes(c, a.damage)} |")
     lines += ["", "![mechanisms](plots/mechanism_compare.png)", ""]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The HTML page `dvc plots show` fills, with Vega, Vega-Lite and Vega-Embed inside it, so the plots draw
 with no network (DVC's own page loads the three from a CDN).
 
-    python -m sparsecl.report.offline_page      # rewrite src/sparsecl/report/templates/plots.html
+    python -m sparsecl.report.offline_page      # rewrite src/sparsecl/report/vendor/plots.html
 
 `.dvc/config` names the page (`plots.html_template`), so a plain `dvc plots show` uses it. The page is
 committed, as vendored JavaScript is: it is built from vl-convert-python's bundle (a test dependency,
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sparsecl.io import write_text
 
-PAGE = Path(__file__).parent / "templates" / "plots.html"
+PAGE = Path(__file__).parent / "vendor" / "plots.html"  # vendored JavaScript inside: generated, committed
 VEGA_LITE = "5.21"  # the newest Vega-Lite 5 the bundle offers: DVC's templates are Vega-Lite 5 specs
 
 HEAD = """<!DOCTYPE html>
