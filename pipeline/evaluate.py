@@ -7,7 +7,7 @@ from sparsecl.device import resolve_device
 from sparsecl.io import write_json
 from sparsecl.metrics.evaluate import loss_matrix
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, latency
-from sparsecl.names import arm_name, base_name, early_checkpoint, early_label, phase_checkpoint, phase_label
+from sparsecl.names import PRETRAINED, arm_name, base_name, early_checkpoint, early_label, phase_checkpoint, phase_label
 from sparsecl.topology.store import load_masks
 
 
@@ -20,7 +20,7 @@ def main(params, args):
     # phase-0 checkpoint: the loss matrix starts there, and the pretrained model is scored beside it
     # ("pretrained"), so the change's damage is reported apart from forgetting.
     start = seq / phase_checkpoint(0)
-    before = {"pretrained": (pre / "model.pt", domains)} if start.exists() else {}
+    before = {PRETRAINED: (pre / "model.pt", domains)} if start.exists() else {}
     # Learning speed: a phase's early checkpoint on the domain it is learning, first (the last one evaluated
     # is the final model).
     later = range(1, len(order))

@@ -255,3 +255,12 @@ def test_every_mechanism_completes_an_order_that_revisits_a_domain(toy_params, t
         held = mech.buffer.windows[: len(mech.buffer)]
         assert len(torch.unique(held, dim=0)) == len(held)
         assert mech.visits == {"d0": 2, "d1": 2}
+
+
+def test_a_revisit_offers_windows_the_first_visit_did_not(toy_params):
+    """Every window of the second visit starts block_size + 1 tokens after the first visit's (wrapping at the
+    end), so the two offers share no window, the last one included."""
+    mech, model = make("er", toy_params["mechanism"]["er"]), tiny(toy_params)
+    first, second = (mech.candidates("d0", 16, model, DOMAINS[0]) for _ in range(2))
+    assert not {tuple(w.tolist()) for w in first} & {tuple(w.tolist()) for w in second}
+    assert mech.visits == {"d0": 2}

@@ -15,6 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
+PRETRAINED = "pretrained"  # the loss-matrix row of the pretrained model where an arm starts from a changed one
+
+
 class ArmName(NamedTuple):
     topology: str
     mechanism: str

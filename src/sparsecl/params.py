@@ -241,14 +241,14 @@ def _allocations(p: dict) -> dict[str, dict[str, list[str]]]:
 def _check_kept_weights(p: dict, errors: list[str]) -> None:
     """A density that keeps no weight in some matrix at the model's shape trains a matrix without
     weights (and fails late, or not at all): refuse it, saying the smallest density this shape allows."""
-    from sparsecl.model import GPTConfig, layer_blocks
+    from sparsecl.topology.store import masked_blocks  # here: it imports the model (torch)
 
     model = p.get("model")
     model_errors: list[str] = []
     _check(SCHEMA["model"], model, "model.", model_errors)
     if model_errors or model["n_embd"] % model["n_head"]:  # reported already; no shape to check against
         return
-    blocks = layer_blocks(GPTConfig(vocab_size=1, **model))
+    blocks = masked_blocks(p)  # the matrices the masks are built for
     for key, allocations in _allocations(p).items():
         *parents, last = key.split(".")
         node = p

@@ -8,7 +8,8 @@ from typing import Callable
 
 from sparsecl import params as params_mod
 from sparsecl.device import resolve_device
-from sparsecl.errors import DataSourceError, DistributedSetupError, IntegrityError, NonFiniteError, NonFiniteLossError
+from sparsecl.errors import (DataSourceError, DistributedSetupError, IntegrityError, NonFiniteError,
+                             NonFiniteLossError, ParamsError)
 from sparsecl.train import distributed
 
 
@@ -26,7 +27,7 @@ def run(main: Callable[[dict, argparse.Namespace], None], *args: str, data_paral
             distributed.init(resolve_device(p["device"]))
         main(p, ns)
         distributed.barrier()  # every rank is done before any leaves
-    except (params_mod.ParamsError, DataSourceError) as e:  # bad settings or data
+    except (ParamsError, DataSourceError) as e:  # bad settings or data
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (IntegrityError, NonFiniteLossError, NonFiniteError, DistributedSetupError) as e:

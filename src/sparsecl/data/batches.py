@@ -37,11 +37,14 @@ def sample_batch(tokens: np.ndarray | Mixture, batch_size: int, block_size: int,
     return w[:, :-1], w[:, 1:]
 
 
-def eval_windows(tokens: np.ndarray, eval_tokens: int, block_size: int) -> torch.Tensor:
+def eval_windows(tokens: np.ndarray, eval_tokens: int, block_size: int, offset: int = 0) -> torch.Tensor:
     """`eval_tokens // block_size` windows of block_size+1 tokens, evenly spread over the val split.
 
-    They depend only on the array and the two sizes, so every model is scored on the same tokens."""
-    return _windows(tokens, _eval_starts(tokens, eval_tokens, block_size), block_size)
+    They depend only on the array and the two sizes, so every model is scored on the same tokens. `offset`
+    moves every start that many tokens on (wrapping past the last possible start): another set of windows
+    spread the same way."""
+    starts = _eval_starts(tokens, eval_tokens, block_size)
+    return _windows(tokens, (starts + offset) % (len(tokens) - block_size), block_size)
 
 
 def selection_windows(tokens: np.ndarray, eval_tokens: int, block_size: int) -> torch.Tensor:

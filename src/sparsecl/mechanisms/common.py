@@ -31,11 +31,12 @@ def restore_snapshot(state: dict) -> GPT:
     return snapshot(teacher.to(next(iter(sd.values())).device))
 
 
-def probe_windows(tokens: np.ndarray, n_tokens: int, model: GPT) -> torch.Tensor:
+def probe_windows(tokens: np.ndarray, n_tokens: int, model: GPT, offset: int = 0) -> torch.Tensor:
     """Fixed windows (block_size + 1 tokens) evenly spread over a train split: the sample a mechanism
-    measures a finished domain on (Fisher, activation frequencies, buffer candidates). No randomness."""
+    measures a finished domain on (Fisher, activation frequencies, buffer candidates). No randomness;
+    `offset` moves every window on (`eval_windows`)."""
     device = next(model.parameters()).device
-    return eval_windows(tokens, n_tokens, model.cfg.block_size).to(device)
+    return eval_windows(tokens, n_tokens, model.cfg.block_size, offset).to(device)
 
 
 class FrozenEntries:

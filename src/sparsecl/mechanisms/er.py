@@ -42,7 +42,7 @@ class ReplayBase(Mechanism):
         (Mammoth's reservoir sees a revisit's new batches)."""
         visit = self.visits.get(domain, 0)
         self.visits[domain] = visit + 1
-        return probe_windows(train_tokens[visit * (model.cfg.block_size + 1):], n * model.cfg.block_size, model)
+        return probe_windows(train_tokens, n * model.cfg.block_size, model, visit * (model.cfg.block_size + 1))
 
     def insert(self, model, windows) -> None:
         entered = self.buffer.offer(windows, self.rng, model)

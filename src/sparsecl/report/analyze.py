@@ -55,7 +55,7 @@ def load_arms(params: dict, eval_dir: str | Path) -> list[Arm]:
                 untrained = np.array([losses["untrained"][d] for d in domains])
                 speed = np.array([ev["early"][early_label(k, order[k])][order[k]] for k in first[1:]])
                 arms.append(Arm(topology, mechanism, seed, L, untrained, first, trained_columns(order), speed,
-                                mechanism_compare.pruning_damage(losses)))
+                                mechanism_compare.pruning_damage(losses, order[0])))
     return arms
 
 

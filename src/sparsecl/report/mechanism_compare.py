@@ -7,6 +7,8 @@ from pathlib import Path
 from sparsecl.report.plots import save_figure  # first: plots selects the Agg backend
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
+from sparsecl.names import PRETRAINED, phase_label  # noqa: E402
+
 MARKERS = "o^sDvP*X"
 
 
@@ -15,14 +17,14 @@ def total_flops(cost: dict) -> float:
     return cost["pretrain_flops"] + cost["train_flops"]
 
 
-def pruning_damage(losses: dict) -> dict | None:
+def pruning_damage(losses: dict, core: str) -> dict | None:
     """Loss the change a mechanism made to the pretrained model before phase 1 cost (postprune's pruning),
     on the pretraining domain and averaged over all domains: its phase-0 checkpoint against the pretrained
-    model, both scored by `evaluate`. None for mechanisms that start from the pretrained model itself."""
-    if "pretrained" not in losses:
+    model, both scored by `evaluate`; `core` is the pretraining domain. None for mechanisms that start from
+    the pretrained model itself."""
+    if PRETRAINED not in losses:
         return None
-    (label,) = [k for k in losses if k.startswith("phase0_")]
-    core, start, pre = label[len("phase0_"):], losses[label], losses["pretrained"]
+    start, pre = losses[phase_label(0, core)], losses[PRETRAINED]
     diffs = [start[d] - pre[d] for d in pre]
     return {"domain": core, "core": start[core] - pre[core], "mean": sum(diffs) / len(diffs)}
 
@@ -72,9 +74,8 @@ def section(arms, summary: dict, costs: dict, plots_dir: str | Path) -> str:
              "Training FLOPs count forward and backward of every batch, teacher forwards, replay and Fisher passes, "
              "from the weights multiplied (a sparse or pruned model's kept weights; postprune's dense training "
              "counts every weight of its topology). `later` is the phases after pretraining; `total` adds the "
-             "arm's pretraining, which every mechanism of a topology shares (a dense one costs about twice a "
-             "sparse one's). x none is the ratio to the `none` arm of the same topology and seed. Extra memory is "
-             "what the mechanism holds besides the model. A mechanism that changes the pretrained model before "
+             "arm's pretraining, which every mechanism of a topology shares. x none is the ratio to the `none` "
+             "arm of the same topology and seed. Extra memory is what the mechanism holds besides the model. A mechanism that changes the pretrained model before "
              "phase 1 (postprune prunes it) starts its loss matrix from the changed model; the damage of that "
              "change is in the notes, not in its forgetting.", "",
              "| arm | forgetting | BWT | final avg loss | code final | later TFLOP | x none | total TFLOP | x none "

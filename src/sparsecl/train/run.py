@@ -331,6 +331,7 @@ def references(params: dict, topology: str, seed: int, tokens_dir: str, masks_fi
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     order = params["data"]["order"]
     domains = list(dict.fromkeys(order))
+    data.verify(order)  # before the joint run: a corrupted array is refused before hours of training
     data.require(order, params["model"]["block_size"])
     tcfg = train_settings(params, lr_file)
     arm = f"reference-{base_name(topology, seed)}"
