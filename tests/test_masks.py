@@ -11,7 +11,6 @@ from sparsecl.errors import IntegrityError
 from sparsecl.mechanisms import make as make_mechanism
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint, model_masks, save_checkpoint
-from sparsecl.model.gpt import MaskedLinear
 from sparsecl.topology.allocation import allocate
 from sparsecl.topology.store import load_masks, make_masks, mask_hash, masked_blocks, save_masks
 from sparsecl.train.loop import make_optimizer, train_phase
@@ -227,16 +226,3 @@ def test_a_checkpoint_with_corrupted_weights_is_refused(tmp_path, toy_params):
     with pytest.raises(IntegrityError, match="weights do not match their stored sha256"):
         load_checkpoint(tmp_path / "c.pt", load_masks(tmp_path / "m.pt"))
 
-
-def test_the_cpu_mask_copy_follows_a_new_or_reloaded_mask(toy_params):
-    """On the CPU the layer multiplies by a copy of its bool mask in the weight's dtype, made once: a new
-    mask or one loaded in place into the buffer is used at the next forward, not the stale copy."""
-    layer = MaskedLinear(8, 4, bias=False)
-    layer.set_mask(torch.ones(4, 8, dtype=torch.bool))
-    assert torch.equal(layer.effective_weight, layer.weight)
-    assert layer._multiplier() is layer._multiplier()  # kept, not converted per call
-    with torch.no_grad():
-        layer.mask.copy_(torch.eye(4, 8, dtype=torch.bool))  # as load_state_dict does
-    assert torch.count_nonzero(layer.effective_weight) == 4
-    layer.set_mask(torch.zeros(4, 8, dtype=torch.bool))
-    assert torch.count_nonzero(layer.effective_weight) == 0
