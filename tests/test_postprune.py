@@ -1,6 +1,7 @@
 """postprune: its FLOPs are the weights it multiplies, counted by hand from the shapes, phase by phase; every
 checkpoint of its loss matrix (the pruned pretrained model included) has density rho; the unpruned
 pretrained model is scored beside it; a topology already at rho is refused, naming the key."""
+import copy
 import runpy
 import shutil
 import sys
@@ -15,6 +16,7 @@ from sparsecl.io import read_json
 from sparsecl.mechanisms import make
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.checkpoint import load_checkpoint
+from sparsecl.params import validate
 from sparsecl.topology.store import load_masks, make_masks
 from sparsecl.train.loop import train_phase
 from test_mechanisms import domains
@@ -61,6 +63,7 @@ def test_counted_flops_are_the_multiplied_weights_phase_by_phase(topology, toy_p
     assert mech.flops == 0  # pruning the pretrained model multiplies nothing
     dense = forward_by_hand(p["model"], VOCAB, topology_fraction)
     pruned = forward_by_hand(p["model"], VOCAB, rho)
+    assert dense > pruned  # else this test could not tell the right count from one at `pruned` throughout
     step_tokens = p["train"]["batch_size"] * p["train"]["grad_accum"] * p["model"]["block_size"]
     for k in (1, 2):
         before = mech.flops
@@ -72,15 +75,19 @@ def test_counted_flops_are_the_multiplied_weights_phase_by_phase(topology, toy_p
         assert finetune > 0 and result.steps - finetune > 0
         expected = 3 * step_tokens * ((result.steps - finetune) * dense + finetune * pruned)
         assert mech.flops - before == pytest.approx(expected, rel=1e-12), f"phase {k}"
-    assert dense > pruned  # the count this replaces charged phase 2's dense part at `pruned`
 
 
 def test_a_topology_already_at_rho_is_refused_naming_the_key(toy_params):
-    p = toy_params
-    model = GPT(GPTConfig(vocab_size=VOCAB, **p["model"]), masks=make_masks(p, "random", 0))
-    mech = make("postprune", {**p["mechanism"]["postprune"], "rho": p["density"]})
-    with pytest.raises(ParamsError, match=r"mechanism\.postprune\.rho.*would equal `none`"):
-        mech.end_phase(0, "d0", model, streams()[0])
+    """Refused by the params check, before any stage runs; dense is accepted, as is rho 1 (the off switch)."""
+    p = copy.deepcopy(toy_params)
+    p["topologies"], p["mechanisms"], p["references"] = ["dense", "random"], ["none", "postprune"], []
+    p["mechanism"]["postprune"]["rho"] = p["density"]
+    with pytest.raises(ParamsError, match=r"mechanism\.postprune\.rho: .* topology 'random' .*would equal `none`"):
+        validate(p)
+    p["topologies"] = ["dense"]
+    validate(p)
+    p["topologies"], p["mechanism"]["postprune"]["rho"] = ["random"], 1.0
+    validate(p)
 
 
 # --- the stages: sequential saves the pruned pretrained model, evaluate scores it --------------------------

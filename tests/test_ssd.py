@@ -10,6 +10,7 @@ from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import make
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.model.gpt import kwta
+from sparsecl.params import validate
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase
 from test_mechanisms import domains
@@ -54,8 +55,16 @@ def test_a_top_k_model_fires_at_most_k_units_and_ssd_selects_units_that_fire(toy
     mech = make("ssd", {**toy_params["mechanism"]["ssd"], "k": k})
     mech.end_phase(0, "d0", model, streams()[0])
     assert torch.all(mech.freqs[0].gather(1, mech.selected[0]) > 0)  # every selected unit fires somewhere
-    with pytest.raises(ParamsError, match=r"mechanism\.ssd\.k.*model\.topk_k"):
-        make("ssd", {**toy_params["mechanism"]["ssd"], "k": k + 1}).end_phase(0, "d0", model, streams()[0])
+
+
+def test_a_k_other_than_the_activations_is_refused_by_the_params_check(toy_params):
+    p = copy.deepcopy(toy_params)
+    p["mechanisms"], p["model"]["mlp_activation"] = ["none", "ssd"], "topk"
+    p["mechanism"]["ssd"]["k"] = p["model"]["topk_k"] + 1
+    with pytest.raises(ParamsError, match=r"mechanism\.ssd\.k: \d+ differs from model\.topk_k"):
+        validate(p)
+    p["model"]["mlp_activation"] = "gelu"  # no Top-K units to match: SSD selects the k largest
+    validate(p)
 
 
 def gradient(term, model) -> torch.Tensor:

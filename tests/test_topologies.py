@@ -6,7 +6,7 @@ import torch
 from sparsecl.errors import ParamsError
 from sparsecl.model import GPT, GPTConfig, layer_blocks
 from sparsecl.params import validate
-from sparsecl.topology import TOPOLOGIES, brf
+from sparsecl.topology import TOPOLOGIES, brf, kept_per_matrix
 from sparsecl.topology.allocation import allocate, spread
 from sparsecl.topology.store import diagnostics, make_masks, spectral
 
@@ -39,6 +39,19 @@ def test_same_exact_nnz_per_logical_matrix_as_every_other_topology(topology, den
     for name in SHAPES:
         assert logical(masks, name).sum((1, 2)).tolist() == [nnz[name]] * SHAPES[name][0], name
         assert masks[name].dtype == torch.bool
+
+
+@pytest.mark.parametrize("density", DENSITIES)
+@pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
+def test_counted_kept_weights_are_the_built_masks(topology, density):
+    """kept_per_matrix (what the params check reads) counts what build keeps, without building it."""
+    blocks = layer_blocks(GPTConfig(vocab_size=1, n_layer=2, n_head=4, n_embd=64, block_size=16))
+    masks = build(topology, density, blocks=blocks)
+    s = {k: v for k, v in SETTINGS.items() if k in TOPOLOGIES[topology].SCHEMA} | {"n_head": 4}
+    for name, count in kept_per_matrix(topology, blocks, density, s).items():
+        n, shape = blocks[name]
+        built = logical(masks, name, blocks).sum((1, 2)).tolist() if masks else [shape[0] * shape[1]] * n
+        assert built == [count] * n, name
 
 
 @pytest.mark.parametrize("density", DENSITIES)

@@ -17,7 +17,7 @@ from sparsecl.checks import Check, choice, number
 from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
-from sparsecl.topology import TOPOLOGIES
+from sparsecl.topology import TOPOLOGIES, kept_per_matrix
 from sparsecl.topology.allocation import ALLOCATIONS, allocate
 
 
@@ -205,7 +205,10 @@ def _check_cross(p: dict, errors: list[str]) -> None:
         if name not in topologies:
             errors.append(f"references[{i}]: {name!r} is not one of topologies ({', '.join(map(str, topologies))}): "
                           f"a reference sits beside an arm of the run")
-    _check_kept_weights(p, errors)
+    blocks = _masked_blocks(p)
+    if blocks is not None:
+        _check_kept_weights(p, blocks, errors)
+        _check_mechanism_fit(p, blocks, errors)
     for section, arms_key, registry in (("topology", "topologies", TOPOLOGIES),
                                         ("mechanism", "mechanisms", MECHANISMS)):
         arms, settings = p.get(arms_key), mapping(p, section)
@@ -238,17 +241,23 @@ def _allocations(p: dict) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def _check_kept_weights(p: dict, errors: list[str]) -> None:
-    """A density that keeps no weight in some matrix at the model's shape trains a matrix without
-    weights (and fails late, or not at all): refuse it, saying the smallest density this shape allows."""
+def _masked_blocks(p: dict) -> dict | None:
+    """The sparsified matrices at the model's shape, or None where the model section is invalid (reported
+    already; there is no shape to check against)."""
     from sparsecl.topology.store import masked_blocks  # here: it imports the model (torch)
 
     model = p.get("model")
     model_errors: list[str] = []
     _check(SCHEMA["model"], model, "model.", model_errors)
-    if model_errors or model["n_embd"] % model["n_head"]:  # reported already; no shape to check against
-        return
-    blocks = masked_blocks(p)  # the matrices the masks are built for
+    if model_errors or model["n_embd"] % model["n_head"]:
+        return None
+    return masked_blocks(p)
+
+
+def _check_kept_weights(p: dict, blocks: dict, errors: list[str]) -> None:
+    """A density that keeps no weight in some matrix at the model's shape trains a matrix without
+    weights (and fails late, or not at all): refuse it, saying the smallest density this shape allows."""
+    model = p["model"]
     for key, allocations in _allocations(p).items():
         *parents, last = key.split(".")
         node = p
@@ -267,6 +276,35 @@ def _check_kept_weights(p: dict, errors: list[str]) -> None:
                     f"{users[0]} ({allocation} allocation), a matrix without weights; allowed >= "
                     f"{smallest:.3g} at this model shape (model.n_embd={model['n_embd']})")
                 break
+
+
+def _check_mechanism_fit(p: dict, blocks: dict, errors: list[str]) -> None:
+    """Mechanism settings that only the model and the topologies can refuse: refused here, so that a run
+    does not stop at its first sequential stage, after the lr grid and pretraining."""
+    mechanisms = p.get("mechanisms") if isinstance(p.get("mechanisms"), list) else []
+    settings = p.get("mechanism") if isinstance(p.get("mechanism"), dict) else {}
+    model = p["model"]
+    ssd = settings.get("ssd") if isinstance(settings.get("ssd"), dict) else {}
+    if "ssd" in mechanisms and model["mlp_activation"] == "topk" and isinstance(ssd.get("k"), int) \
+            and ssd["k"] != model["topk_k"]:
+        errors.append(f"mechanism.ssd.k: {ssd['k']} differs from model.topk_k={model['topk_k']}, the units the "
+                      f"Top-K activation lets fire; allowed: {model['topk_k']} with model.mlp_activation topk")
+    postprune = settings.get("postprune") if isinstance(settings.get("postprune"), dict) else {}
+    rho, density = postprune.get("rho"), p.get("density")
+    if "postprune" not in mechanisms or number(0, 1, lo_open=True)("rho", rho) is not None or rho == 1 \
+            or number(0, 1, lo_open=True)("density", density) is not None:
+        return  # not run, reported by the per-key check, or rho 1: the off switch, which prunes nothing
+    topologies = p.get("topologies") if isinstance(p.get("topologies"), list) else []
+    topology = p.get("topology") if isinstance(p.get("topology"), dict) else {}
+    for name in topologies:
+        if not isinstance(name, str) or name not in TOPOLOGIES or not isinstance(topology.get(name, {}), dict):
+            continue  # reported by the per-key check
+        kept = kept_per_matrix(name, blocks, density, {**topology.get(name, {}), "n_head": model["n_head"]})
+        if all(kept[n] <= round(rho * n_out * n_in) for n, (_, (n_out, n_in)) in blocks.items()):
+            errors.append(f"mechanism.postprune.rho: {rho:g} is not below what topology {name!r} keeps of any "
+                          f"sparsified matrix (density={density:g}): post-pruning would remove nothing and the arm "
+                          f"would equal `none`; run postprune on a denser topology (dense) or lower "
+                          f"mechanism.postprune.rho")
 
 
 def _smallest_density(blocks: dict, allocation: str) -> float:

@@ -15,14 +15,13 @@ has density rho. FLOPs count what is multiplied: the topology's weights in the d
 kept ones in the fine-tune.
 
 On a topology that keeps no more than rho of any matrix there is nothing to prune and the arm would be
-`none`; it is refused, naming the key.
+`none`; the params check refuses it, naming the key, before any stage runs.
 """
 from __future__ import annotations
 
 import torch
 
 from sparsecl.checks import number
-from sparsecl.errors import ParamsError
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import FrozenEntries
 from sparsecl.mechanisms.cost import forward_flops
@@ -46,22 +45,6 @@ def magnitude_masks(model, rho: float) -> dict[str, torch.Tensor]:
     return masks
 
 
-def check_prunable(model, rho: float) -> None:
-    """Refuse a topology that already keeps at most rho of every logical matrix: pruning would remove
-    nothing and the arm would be `none` under another name."""
-    for layer in model.masked_layers().values():
-        n_out, n_in = layer.block_shape
-        kept = (layer.mask if layer.mask is not None else torch.ones_like(layer.weight)).reshape(layer.blocks, -1)
-        if bool((kept.sum(1) > round(rho * n_out * n_in)).any()):
-            return
-
-    density = model.param_counts()["sparsified_density"]
-    raise ParamsError(f"mechanism.postprune.rho: {rho:g} is not below what this arm's topology keeps of any "
-                     f"sparsified matrix (density {density:.4g}): post-pruning would remove nothing and the arm "
-                     f"would equal `none`; run postprune on a denser topology (dense) or lower "
-                     f"mechanism.postprune.rho")
-
-
 class PostPrune(Mechanism):
     SCHEMA = {"rho": number(0, 1, lo_open=True), "finetune_fraction": number(0, 1)}
     modifies_pretrained = True
@@ -78,10 +61,7 @@ class PostPrune(Mechanism):
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
         if phase == 0:  # the pretrained model: pruned before phase 1 trains it (`rho` = 1 changes nothing)
-            if self.settings["rho"] < 1:
-                check_prunable(model, self.settings["rho"])
-            self.prune(model)
-            self.frozen = None
+            self.prune(model, freeze=False)  # phase 1 then trains every weight the topology keeps
 
     def before_step(self, model) -> None:
         if self.frozen is not None:
@@ -94,13 +74,15 @@ class PostPrune(Mechanism):
             self.prune(model)
 
     @torch.no_grad()
-    def prune(self, model) -> None:
+    def prune(self, model, freeze: bool = True) -> None:
+        """Prune to rho; with `freeze`, hold the pruned weights at 0 for the rest of the phase (the fine-tune)."""
         masks = magnitude_masks(model, self.settings["rho"])
         params = dict(model.named_parameters())
         for name, keep in masks.items():
             params[name].mul_(keep)
-        self.frozen = FrozenEntries(model, masks)
-        self.train_flops_per_token = 3 * forward_flops(model)  # the fine-tune multiplies the kept weights only
+        if freeze:
+            self.frozen = FrozenEntries(model, masks)
+            self.train_flops_per_token = 3 * forward_flops(model)  # the fine-tune multiplies the kept weights
         self.density = float(sum(m.sum() for m in masks.values()) / sum(m.numel() for m in masks.values()))
 
     def metrics(self) -> dict:

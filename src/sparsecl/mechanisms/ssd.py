@@ -2,7 +2,7 @@
 
 SSD distils the Top-K subnetworks of an SDMLP-style network, so its arms run on model.mlp_activation =
 topk (SDMLP's activation, `model.gpt.kwta`) with k = model.topk_k: the mechanisms preset sets it, and a
-`k` other than the activation's is refused. The teacher is a frozen snapshot of the model at the end of the
+`k` other than the activation's is refused by the params check. The teacher is a frozen snapshot of the model at the end of the
 previous phase (the pretrained model for phase 1). On `freq_tokens` tokens of the previous domain, the
 teacher gives every MLP unit an activation frequency p_i: the fraction of tokens on which the unit fires,
 i.e. is among its layer's k largest activations and positive (on GELU, which SSD does not assume, simply
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from sparsecl.checks import number
-from sparsecl.errors import ParamsError
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
 from sparsecl.mechanisms.cost import forward_flops, param_bytes
@@ -87,10 +86,6 @@ class SelectiveSubnetworkDistillation(Mechanism):
         self.distilled_units = self.selected[-1].to(device)  # once, not a host-to-device copy per batch
 
     def end_phase(self, phase, domain, model, train_tokens) -> None:
-        topk = model.transformer.h[0].mlp.topk
-        if topk and topk != self.settings["k"]:
-            raise ParamsError(f"mechanism.ssd.k: {self.settings['k']} differs from model.topk_k={topk}, the units "
-                              f"the Top-K activation lets fire; set mechanism.ssd.k to {topk}")
         self.teacher = snapshot(model)
         freq = self.frequencies(self.teacher, probe_windows(train_tokens, self.settings["freq_tokens"], model))
         n = max(1, round(self.settings["n_ratio"] * self.settings["k"]))

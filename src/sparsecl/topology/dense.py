@@ -5,3 +5,7 @@ SCHEMA: dict = {}
 
 def build(blocks, density, settings, rng):
     return {}
+
+
+def kept(blocks, density, settings):
+    return {name: n_out * n_in for name, (_, (n_out, n_in)) in blocks.items()}

@@ -44,6 +44,15 @@ def widths(blocks, density: float, n_head: int) -> dict[str, tuple[list[int], in
     return {prefix: (dims, int(u)) for (prefix, dims), u in zip(out.items(), units)}
 
 
+def kept(blocks, density, settings):
+    out = {}
+    for prefix, (dims, units) in widths(blocks, density, settings["n_head"]).items():
+        C = blocks[f"{prefix}.attn.c_proj"][1][1]
+        out |= {f"{prefix}.attn.c_attn": len(dims) * C, f"{prefix}.attn.c_proj": C * len(dims),
+                f"{prefix}.mlp.c_fc": units * C, f"{prefix}.mlp.c_proj": C * units}
+    return out
+
+
 def build(blocks, density, settings, rng: np.random.Generator):
     masks = {}
     for prefix, (dims, units) in widths(blocks, density, settings["n_head"]).items():
