@@ -89,7 +89,9 @@ def test_the_unit_term_moves_the_gradient_on_top_k(toy_params, tmp_path):
     terms = mech.terms(model, x[:, :-1], x[:, 1:])
     g = {name: gradient(t, model) for name, t in terms.items()}
     share = (g["units"].norm() / (g["ce"] + g["logits"]).norm()).item()
-    assert 1e-4 < share < 1e-1, share  # measured here: 1.4e-3 (docs/MECHANISMS.md: the default data's)
+    # Measured here: 1.4e-3 (docs/MECHANISMS.md gives the default data's). Within 3x of it, so a lost or
+    # doubled T^2 (64x), or lambda applied twice (10x), fails; an inert term (about 0) fails too.
+    assert 5e-4 < share < 5e-3, share
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():
         for p, o in zip(params, torch.split(g["units"], [p.numel() for p in params])):
