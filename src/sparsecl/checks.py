@@ -8,6 +8,10 @@ from typing import Any, Callable
 Check = Callable[[str, Any], "str | None"]
 
 
+def flag(key, v) -> str | None:
+    return None if isinstance(v, bool) else f"{key}: {v!r} is not true/false"
+
+
 def number(lo=None, hi=None, lo_open=False, integer=False, why="") -> Check:
     """A number (an integer if asked) in [lo, hi], or (lo, hi] with lo_open; None leaves a side open."""
     bounds = [f"{'>' if lo_open else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)

@@ -13,16 +13,12 @@ from typing import Any
 
 import yaml
 
-from sparsecl.checks import Check, choice, number
+from sparsecl.checks import Check, choice, flag, number
 from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES, kept_per_matrix
 from sparsecl.topology.allocation import ALLOCATIONS, allocate
-
-
-def _bool(key, v):
-    return None if isinstance(v, bool) else f"{key}: {v!r} is not true/false"
 
 
 def _str(key, v):
@@ -68,7 +64,7 @@ SCHEMA: dict[str, Any] = {
         "n_embd": INT_POS,
         "block_size": INT_POS,
         "dropout": number(0, 1),
-        "bias": _bool,
+        "bias": flag,
         "mlp_activation": choice(["gelu", "topk"]),
         "topk_k": INT_POS,
     },
@@ -87,7 +83,7 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": number(0),
         "log_every": INT_POS,
         "ckpt_every": INT_POS,
-        "compile": _bool,
+        "compile": flag,
     },
     "distributed": {"nproc_per_node": INT_POS},
     "lr_search": {"factors": _list_of(number(0, lo_open=True)), "tokens": INT_POS, "seed": INT_NONNEG},

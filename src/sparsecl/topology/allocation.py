@@ -17,10 +17,6 @@ ALLOCATIONS = ("uniform", "erk")
 check_allocation = choice(ALLOCATIONS)
 
 
-def check_flag(key, v):
-    return None if isinstance(v, bool) else f"{key}: {v!r} is not true/false"
-
-
 def allocate(blocks: dict[str, tuple[int, tuple[int, int]]], density: float, allocation: str) -> dict[str, int]:
     """nnz per logical matrix (the same for every block of a layer).
 

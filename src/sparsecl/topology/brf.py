@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsecl.checks import choice, number
-from sparsecl.topology.allocation import allocate, check_allocation, check_flag, spread, stack_masks
+from sparsecl.checks import choice, flag, number
+from sparsecl.topology.allocation import allocate, check_allocation, spread, stack_masks
 
 DEGREE_DISTS = ("fixed", "uniform")
 
 
 SCHEMA = {"allocation": check_allocation, "randomness": number(0, 1), "degree_dist": choice(DEGREE_DISTS),
-          "same_mask_every_layer": check_flag}
+          "same_mask_every_layer": flag}
 
 
 def ring_distance(n: int, m: int) -> np.ndarray:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsecl.topology.allocation import allocate, check_allocation, check_flag, spread, stack_masks
+from sparsecl.checks import flag
+from sparsecl.topology.allocation import allocate, check_allocation, spread, stack_masks
 
-SCHEMA = {"allocation": check_allocation, "same_mask_every_layer": check_flag}
+SCHEMA = {"allocation": check_allocation, "same_mask_every_layer": flag}
 
 
 def biregular(row_deg: np.ndarray, col_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:

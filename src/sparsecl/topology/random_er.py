@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsecl.topology.allocation import allocate, check_allocation, check_flag, stack_masks
+from sparsecl.checks import flag
+from sparsecl.topology.allocation import allocate, check_allocation, stack_masks
 
-SCHEMA = {"allocation": check_allocation, "no_dead_units": check_flag, "same_mask_every_layer": check_flag}
+SCHEMA = {"allocation": check_allocation, "no_dead_units": flag, "same_mask_every_layer": flag}
 
 
 def cover(n_out: int, n_in: int, rng: np.random.Generator) -> np.ndarray:
