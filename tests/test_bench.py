@@ -61,3 +61,9 @@ def test_mechanism_throughput_bench_runs_every_mechanism(tmp_path):
     rows = re.findall(r"^\s*(\w+):\s+([0-9,]+) tokens/s \(([0-9.]+) x none\)", out, re.M)
     assert [r[0] for r in rows][0] == "none" and len(rows) == len(params["mechanism"])
     assert float(rows[0][2]) == 1.0 and all(float(r[1].replace(",", "")) > 0 for r in rows)
+
+
+def test_spectral_bench_smoke_agrees_with_the_dense_svd():
+    """bench/spectral.py on its tiny shape (it times; this asserts only the values)."""
+    diffs = [float(x) for x in re.findall(r"\|diff\| ([0-9.e+-]+)", bench("spectral", "--tiny", "--repeats", "1"))]
+    assert len(diffs) == 3 and max(diffs) < 1e-6
