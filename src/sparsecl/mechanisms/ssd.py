@@ -26,7 +26,7 @@ from sparsecl.checks import number
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
-from sparsecl.mechanisms.cost import forward_flops, param_bytes
+from sparsecl.cost import forward_flops, param_bytes
 from sparsecl.names import phase_label
 
 

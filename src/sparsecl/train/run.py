@@ -19,18 +19,19 @@ from pathlib import Path
 
 import torch
 
+from sparsecl import cost
 from sparsecl.data.batches import Mixture, eval_windows, selection_windows
 from sparsecl.data.tokens import TokenData
 from sparsecl.device import resolve_device
 from sparsecl.errors import NonFiniteLossError
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
-from sparsecl.mechanisms.cost import arm_metrics
 from sparsecl.metrics.evaluate import mean_nll
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.names import arm_name, base_name, early_checkpoint, phase_checkpoint, phase_label
-from sparsecl.topology.store import load_masks, make_masks, mask_hash
+from sparsecl.model.masks import mask_hash
+from sparsecl.topology.store import load_masks, make_masks
 from sparsecl.train import distributed
 from sparsecl.train.loop import train_phase
 
@@ -168,6 +169,24 @@ def _train_from_scratch(params: dict, topology: str, seed: int, masks: dict, mas
     return model, result
 
 
+def pretrain_cost(model: GPT, tokens: int) -> dict[str, float]:
+    """The pretraining's FLOPs (sparsecl.cost), written once in the pretrain stage's summary: every arm of the
+    (topology, seed) reads them from there, and the report reads the per-token figure from the arms."""
+    per_token = cost.pretrain_flops_per_token(model)
+    return {"pretrain_flops_per_token": per_token, "pretrain_flops": per_token * tokens}
+
+
+def arm_metrics(mechanism, model: GPT, pretrained: dict) -> dict:
+    """What a sequential arm cost and what it left: its metrics file (numbers only, deterministic).
+    train_flops covers the later phases only; pretrain_flops (from the pretrain stage's summary,
+    `pretrained`) the pretraining every mechanism of the (topology, seed) shares."""
+    return {"train_flops": mechanism.flops, "pretrain_flops": pretrained["pretrain_flops"],
+            "pretrain_flops_per_token": pretrained["pretrain_flops_per_token"],
+            "extra_memory_bytes": mechanism.extra_memory_bytes(),
+            "inference_flops_per_token": cost.forward_flops(model), "params_active": cost.param_count(model),
+            **mechanism.metrics()}
+
+
 def grid_pretrains(params: dict, seed: int) -> bool:
     """Whether the lr grid's chosen point is this arm's pretraining: same seed, same budget, one process."""
     search = params["lr_search"]
@@ -196,7 +215,8 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
                 shutil.copyfile(Path(lr_dir) / name, tmp)
         StepLog(live_dir, Path(lr_dir) / "steplog.jsonl").close()  # replays the grid run's step log
         return {"tokens": chosen["tokens"], "steps": chosen["steps"], "final_train_loss": chosen["final_train_loss"],
-                "lr": chosen["lr"], "from_lr_grid": 1, **model.param_counts(), "timing": {"seconds": 0.0}}
+                "lr": chosen["lr"], "from_lr_grid": 1, **model.param_counts(), **pretrain_cost(model, chosen["tokens"]),
+                "timing": {"seconds": 0.0}}
     resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, params["distributed"],
                                            params["pretrain"], domain,
                                            blob["sha256"], data.meta(domain, "train")["sha256"]))
@@ -208,7 +228,7 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
         _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
     # Wall-clock figures apart ("timing"): they differ every run, the rest is reproducible.
     return {"tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
-            "lr": tcfg["lr"], "from_lr_grid": 0, **model.param_counts(),
+            "lr": tcfg["lr"], "from_lr_grid": 0, **model.param_counts(), **pretrain_cost(model, result.tokens),
             "timing": {"seconds": round(result.seconds, 2),
                        "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))}}
 
@@ -276,7 +296,7 @@ def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_di
                             mechanism=mechanism, mechanism_state=mech.state_dict())
             (resume / "inphase.pt").unlink(missing_ok=True)
         distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
-    summary["metrics"] = arm_metrics(mech, model, read_json(Path(pretrain_dir) / "train_summary.json")["tokens"])
+    summary["metrics"] = arm_metrics(mech, model, read_json(Path(pretrain_dir) / "train_summary.json"))
     if main:
         log.close()
         _publish(resume, Path(out_dir), [phase_checkpoint(0)] * mech.modifies_pretrained
