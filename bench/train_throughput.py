@@ -6,9 +6,9 @@ matmul rate measured in the same process (and, on a GPU, MFU against the GPU's p
     python bench/train_throughput.py --steps 3 --tiny             # smoke run
 
 On CUDA the step is the pipeline's: bf16 autocast, fused AdamW, `torch.compile` when the params ask for it
-(the presets do), flash attention through SDPA. MFU = model FLOPs (6N + attention) per second / the peak
-dense bf16 rate of the GPU (`--peak-tflops`, or known for A100/H100/H200). Prints figures only; it asserts
-nothing about time.
+(the presets do), flash attention through SDPA. MFU = model FLOPs (sparsecl.cost.train_flops: 3 forward
+passes of 2 per matmul weight plus attention) per second / the peak dense bf16 rate of the GPU
+(`--peak-tflops`, or known for A100/H100/H200). Prints figures only; it asserts nothing about time.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import time
 import torch
 from common import bench_params, bench_parser, train_step
 
+from sparsecl.cost import train_flops
 from sparsecl.device import resolve_device
 from sparsecl.model import GPT, config_from_params
 from sparsecl.topology.store import make_masks
@@ -24,14 +25,6 @@ from sparsecl.train.loop import make_optimizer
 
 # Peak dense bf16 tensor-core rates in TFLOP/s (vendor data sheets, without sparsity), by device name.
 PEAK_BF16_TFLOPS = {"A100": 312, "H100 PCIe": 756, "H100": 989, "H200": 989}
-
-
-def model_flops_per_token(model: GPT) -> float:
-    """6N (forward + backward; N without the position embedding) plus the attention term
-    12 * n_layer * n_embd * block_size (nanoGPT / PaLM), for the dense model."""
-    n = model.param_counts()["params_total"] - model.transformer.wpe.weight.numel()
-    cfg = model.cfg
-    return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
 def synchronize(device: torch.device) -> None:
@@ -102,8 +95,8 @@ def main() -> None:
     print(f"masked sparse (density {params['density']}) / dense throughput: {dense_sec / rows['random'][0]:.3f}")
     n = 256 if args.tiny else (8192 if device.type == "cuda" else 1024)
     matmul = matmul_rate(n, 3 if args.tiny else 20, device)
-    achieved = model_flops_per_token(dense_model) * tokens_per_step / dense_sec
-    print(f"dense matmul rate: {matmul / 1e9:.1f} GFLOP/s; dense model FLOP rate (6N + attention): "
+    achieved = train_flops(dense_model) * tokens_per_step / dense_sec
+    print(f"dense matmul rate: {matmul / 1e9:.1f} GFLOP/s; dense model FLOP rate (sparsecl.cost): "
           f"{achieved / 1e9:.1f} GFLOP/s = {achieved / matmul:.1%} of matmul")
     peak = peak_tflops(device, args.peak_tflops)
     if peak:

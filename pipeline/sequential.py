@@ -9,14 +9,13 @@ from sparsecl.train.run import sequential
 def main(params, args):
     base, arm = base_name(args.topology, args.seed), arm_name(args.topology, args.mechanism, args.seed)
     out = f"models/sequential/{arm}"
-    summary = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
-                         f"lr_search/{args.topology}/chosen.json", f"models/pretrain/{base}", out,
-                         f"dvclive/sequential/{arm}")
+    result = sequential(params, args.topology, args.mechanism, args.seed, "data/tokens", f"data/masks/{base}.pt",
+                        f"lr_search/{args.topology}/chosen.json", f"models/pretrain/{base}", out,
+                        f"dvclive/sequential/{arm}")
     if distributed.is_main():
-        write_json(f"metrics/mechanism/{arm}.json", summary.pop("metrics"))
-        write_json(f"timing/sequential/{arm}.json", summary.pop("timing"))
-        write_json(f"{out}/train_summary.json", summary)
-
+        write_json(f"metrics/mechanism/{arm}.json", result.metrics)
+        write_json(f"timing/sequential/{arm}.json", result.timing())
+        write_json(f"{out}/train_summary.json", result.phases)
 
 if __name__ == "__main__":
     stage.run(main, "topology", "mechanism", "seed", data_parallel=True)

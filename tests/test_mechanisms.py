@@ -10,7 +10,7 @@ from sparsecl import params as params_mod
 from sparsecl.mechanisms import MECHANISMS, make
 from sparsecl.mechanisms.buffer import ReservoirBuffer
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
-from sparsecl.mechanisms.cost import block_weights, forward_flops, param_count
+from sparsecl.cost import block_weights, forward_flops, param_count
 from sparsecl.model import GPT, GPTConfig
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import train_phase

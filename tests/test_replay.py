@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sparsecl.mechanisms import make
 from sparsecl.mechanisms.buffer import ReservoirBuffer, coarse_log_probs
-from sparsecl.mechanisms.cost import block_weights, param_count
+from sparsecl.cost import block_weights, param_count
 from sparsecl.mechanisms.lord import stage, subnetwork_entries, unit_order
 from sparsecl.train.loop import train_phase
 from test_mechanisms import CPU, DOMAINS, tiny

@@ -459,7 +459,8 @@ def _fake_run(tmp_path, toy_params, seeds, rng_seed=0, references=("dense", "nar
                 (tmp_path / "metrics" / "eval" / f"{arm}.json").write_text(json.dumps({"loss": loss,
                                                                                        "early": early_loss}))
                 (tmp_path / "metrics" / "mechanism" / f"{arm}.json").write_text(json.dumps(
-                    {"train_flops": 1e12, "pretrain_flops": 5e12, "extra_memory_bytes": 0,
+                    {"train_flops": 1e12, "pretrain_flops": 5e12,
+                     "pretrain_flops_per_token": 6e5 if topology == "dense" else 2e5, "extra_memory_bytes": 0,
                      "inference_flops_per_token": 1e5, "params_active": 1e4}))
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "manifest.json").write_text(json.dumps(

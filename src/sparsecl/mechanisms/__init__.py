@@ -1,7 +1,7 @@
 """Continual-learning mechanisms, found by name. Each is one module with one Mechanism subclass;
 to add one, write the module and register its class here (and give it settings in params.yaml).
 Shared pieces: `buffer.py` (reservoir replay buffer), `common.py` (teacher snapshot, probe windows,
-frozen parameter entries), `cost.py` (FLOPs and parameter counts)."""
+frozen parameter entries); their FLOPs and parameters are counted by `sparsecl.cost`."""
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.derpp import DarkExperienceReplay
 from sparsecl.mechanisms.er import ExperienceReplay

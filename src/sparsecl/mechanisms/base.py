@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsecl.mechanisms.cost import forward_flops
+from sparsecl.cost import forward_flops
 
 
 class Mechanism:

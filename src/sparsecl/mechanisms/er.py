@@ -15,7 +15,7 @@ from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.buffer import ReservoirBuffer
 from sparsecl.mechanisms.common import probe_windows
-from sparsecl.mechanisms.cost import forward_flops
+from sparsecl.cost import forward_flops
 
 REPLAY_SCHEMA = {"buffer_size": number(1, integer=True), "replay_batch": number(1, integer=True)}
 

@@ -14,7 +14,7 @@ import torch
 from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows
-from sparsecl.mechanisms.cost import forward_flops, param_bytes
+from sparsecl.cost import forward_flops, param_bytes
 
 
 class OnlineEWC(Mechanism):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from sparsecl.checks import choice, number
 from sparsecl.mechanisms.common import FrozenEntries, probe_windows, restore_snapshot, snapshot, snapshot_state
-from sparsecl.mechanisms.cost import block_weights, forward_flops, matmul_weights, param_bytes
+from sparsecl.cost import block_weights, forward_flops, matmul_weights, param_bytes
 from sparsecl.mechanisms.derpp import DERPP_SCHEMA, DarkExperienceReplay
 from sparsecl.names import phase_label
 

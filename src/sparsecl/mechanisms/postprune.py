@@ -24,7 +24,7 @@ import torch
 from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import FrozenEntries
-from sparsecl.mechanisms.cost import forward_flops
+from sparsecl.cost import forward_flops
 
 
 @torch.no_grad()

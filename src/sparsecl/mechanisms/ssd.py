@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sparsecl.checks import number
 from sparsecl.mechanisms.base import Mechanism
 from sparsecl.mechanisms.common import probe_windows, restore_snapshot, snapshot, snapshot_state
-from sparsecl.mechanisms.cost import forward_flops, param_bytes
+from sparsecl.cost import forward_flops, param_bytes
 from sparsecl.names import phase_label
 
 

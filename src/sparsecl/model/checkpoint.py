@@ -1,6 +1,6 @@
 """Model checkpoints that carry their masks' hash and their weights' hash: a checkpoint that does not match
 its topology is refused, and so is one whose weights or masks were corrupted on disk. The masks are stored
-bit-packed (topology.store.pack), apart from the weights: 1/32 of the float32 buffers they were."""
+bit-packed (model/masks.py), apart from the weights: 1/32 of the float32 buffers they were."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 from sparsecl.errors import IntegrityError
 from sparsecl.io import tensors_sha256, torch_load, torch_save
 from sparsecl.model.gpt import GPT, GPTConfig
-from sparsecl.topology.store import mask_hash, pack, unpack
+from sparsecl.model.masks import mask_hash, pack, unpack
 
 MASK = ".mask"  # the state-dict suffix of a MaskedLinear's mask buffer
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sparsecl import cost
+
 
 @dataclass
 class GPTConfig:
@@ -238,12 +240,6 @@ class GPT(nn.Module):
                 block.mlp.keep = block.attn.keep = None
 
     def param_counts(self) -> dict[str, float]:
-        """Parameter counts (tied head counted once) and densities, over sparsified and all matrices."""
-        total = sum(p.numel() for p in self.parameters())
-        sparse_total = sum(m.weight.numel() for m in self.masked_layers().values())
-        sparse_kept = sum(m.weight.numel() if m.mask is None else int(m.mask.sum())
-                          for m in self.masked_layers().values())
-        active = total - sparse_total + sparse_kept
-        return {"params_total": total, "params_active": active, "sparsified_params": sparse_total,
-                "sparsified_kept": sparse_kept, "sparsified_density": sparse_kept / sparse_total,
-                "model_density": active / total}
+        """Parameter counts (tied head counted once) and densities, over sparsified and all matrices
+        (sparsecl.cost.param_counts)."""
+        return cost.param_counts(self)

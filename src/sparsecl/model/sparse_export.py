@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sparsecl import cost
 from sparsecl.model.gpt import GPT, MaskedLinear
 
 # A nonzero costs more than a dense kernel's weight (an indexed row instead of packed FMAs): on the 2-core CPU
@@ -94,13 +95,6 @@ def next_token_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     return model.lm_head(t.ln_f(x[:, -1]))
 
 
-def _weights_multiplied(model: nn.Module) -> int:
-    """Weights a forward pass multiplies per token: a dense or masked matrix all of its entries (the masked
-    one runs as a dense kernel), a SparseLinear its nonzeros; the tied LM head once."""
-    return sum(m.nnz if isinstance(m, SparseLinear) else m.weight.numel()
-               for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear)))
-
-
 def _stored(model: nn.Module) -> int:
     """Bytes the model holds: dense tensors whole (masks included), SparseLinear matrices as CSR."""
     tensors = list(model.parameters()) + [b for b in model.buffers() if b is not None]
@@ -109,21 +103,18 @@ def _stored(model: nn.Module) -> int:
 
 
 def inference_complexity(model: GPT, sparse: GPT) -> dict:
-    """Per-token forward FLOPs (2 per multiplied weight plus 4 * n_embd * block_size per layer for attention,
-    a full context), active parameters and stored bytes of three forms of one trained model: `dense` (the
-    same architecture with every weight), `masked` (as trained: dense kernels on weight * mask) and `sparse`
-    (`export_sparse`). Counts only, so the same model always gives the same figures."""
-    cfg = model.cfg
-    attention = 4 * cfg.n_embd * cfg.block_size * cfg.n_layer
-    dense_flops = 2 * _weights_multiplied(model) + attention
-    total = sum(p.numel() for p in model.parameters())
-    layers = model.masked_layers().values()
-    active = total - sum(m.weight.numel() for m in layers) + sum(nonzeros(m) for m in layers)
+    """Per-token forward FLOPs (sparsecl.cost.kernel_flops: 2 per weight the form's kernels multiply plus
+    attention over a full context), active parameters and stored bytes of three forms of one trained model:
+    `dense` (the same architecture with every weight), `masked` (as trained: dense kernels on weight * mask)
+    and `sparse` (`export_sparse`). Counts only, so the same model always gives the same figures."""
+    dense_flops = cost.kernel_flops(model)
+    total = cost.param_counts(model)["params_total"]
+    active = int(cost.param_count(model))  # its nonzero weights
     masked_bytes, sparse_bytes = _stored(model), _stored(sparse)
     return {
         "dense": {"flops_per_token": dense_flops, "params_active": total, "stored_bytes": total * model.lm_head.weight.element_size()},
         "masked": {"flops_per_token": dense_flops, "params_active": active, "stored_bytes": masked_bytes},
-        "sparse": {"flops_per_token": 2 * _weights_multiplied(sparse) + attention, "params_active": active,
+        "sparse": {"flops_per_token": cost.kernel_flops(sparse), "params_active": active,
                    "stored_bytes": sparse_bytes},
     }
 

@@ -93,11 +93,18 @@ def verdict_figures(seed_stats: dict) -> dict:
             **{name: {k: t[k] for k in VERDICT_FIGURES if k in t} for name, t in seed_stats["verdicts"].items()}}
 
 
-def train_flops_per_token(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
-    """6 N: N = the active parameters of the topology's model, the tied token embedding / LM head once (the
-    topology summary leaves that out, as it depends on the trained tokenizer)."""
+def active_params(params: dict, metrics_dir: str | Path, topology: str, seed: int, vocab_size: int) -> float:
+    """The active parameters of the topology's model (sparsecl.cost's count), the tied token embedding / LM
+    head once: the topology summary leaves that out, as it depends on the trained tokenizer."""
     counts = read_json(Path(metrics_dir) / "topology" / f"{base_name(topology, seed)}.json")["summary"]
-    return 6.0 * (counts["model_active_non_embedding"] + vocab_size * params["model"]["n_embd"])
+    return counts["model_active_non_embedding"] + vocab_size * params["model"]["n_embd"]
+
+
+def train_flops_per_token(params: dict, costs: dict) -> dict[tuple[str, int], float]:
+    """Per (topology, seed): the training FLOPs per token of its pretraining (sparsecl.cost, attention
+    included, as the mechanisms' FLOPs are), which the pretrain stage wrote and every arm carries."""
+    return {(t, seed): costs[arm_name(t, params["mechanisms"][0], seed)]["pretrain_flops_per_token"]
+            for t in params["topologies"] for seed in params["seeds"]}
 
 
 def crossovers(arms: list[Arm], params: dict, flops_per_token: dict[tuple[str, int], float]) -> dict[str, dict]:
@@ -206,11 +213,10 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
             for t in params["references"] for seed in params["seeds"]}
     summary = {a.name: arm_summary(a, refs.get((a.topology, a.seed)), domains) for a in arms}
     grid = lr_grid(params, lr_dir)
-    flops = {(t, seed): train_flops_per_token(params, metrics_dir, t, seed, manifest["vocab_size"])
-             for t in params["topologies"] for seed in params["seeds"]}
+    costs = {a.name: read_json(Path(metrics_dir) / "mechanism" / f"{a.name}.json") for a in arms}
+    flops = train_flops_per_token(params, costs)
     cross = crossovers(arms, params, flops)
     seed_stats = statistics.compute(arms, summary, analysis=params["analysis"])
-    costs = {a.name: read_json(Path(metrics_dir) / "mechanism" / f"{a.name}.json") for a in arms}
     # One file per arm and per test, all with the same few keys, so that `dvc metrics show` is a table with
     # a row per arm (docs/METRICS.md "DVC's views").
     for folder, files in (("headline", headline(summary, costs)), ("verdicts", verdict_figures(seed_stats))):
@@ -236,7 +242,10 @@ def analyze(params: dict, eval_dir: str, metrics_dir: str, plots_dir: str, repor
     plots.dense_vs_sparse(arms, order, cross, plots_dir / "dense_vs_sparse.png")
     topology_section = topology_compare.compare(arms, summary, plots_dir / "topologies.png")
     mechanism_section = mechanism_compare.section(arms, summary, costs, plots_dir)
-    report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, flops),
+    first_seed = params["seeds"][0]
+    scale = {t: (active_params(params, metrics_dir, t, first_seed, manifest["vocab_size"]), flops[t, first_seed])
+             for t in params["topologies"]}
+    report = "\n".join([render_report(params, arms, summary, cross, seed_stats, manifest, scale),
                         *render_lr_grid(grid, params), *topology_section,
                         mechanism_section, *render_matrices(arms, order)])
     write_text(report_path, report)
@@ -257,11 +266,12 @@ def render_html(markdown: str) -> str:
             f"{body}</body></html>\n")
 
 
-def setup_table(params: dict, manifest: dict, flops: dict) -> list[str]:
-    """What was run: model, data sizes, densities, budgets, seeds, package versions."""
+def setup_table(params: dict, manifest: dict, scale: dict) -> list[str]:
+    """What was run: model, data sizes, densities, budgets, seeds, package versions. `scale`: per topology,
+    the first seed's active parameters and training FLOPs per token."""
     order, m = params["data"]["order"], params["model"]
     domains, _ = first_phases(order)
-    active = ", ".join(f"{t} {f / 6e6:.2f}M" for (t, seed), f in flops.items() if seed == params["seeds"][0])
+    active = ", ".join(f"{t} {n / 1e6:.2f}M ({f / 1e6:.2f} MFLOP per training token)" for t, (n, f) in scale.items())
     sizes = "; ".join(f"{d} {manifest['domains'][d]['train']['tokens']:,} train / "
                       f"{manifest['domains'][d]['eval_tokens']:,} evaluated tokens" for d in domains)
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in VERSIONS)
@@ -272,7 +282,8 @@ def setup_table(params: dict, manifest: dict, flops: dict) -> list[str]:
             ("arms", f"topologies {', '.join(params['topologies'])} at density {params['density']:g}; mechanisms "
                      f"{', '.join(params['mechanisms'])}"),
             ("budget", f"pretrain {params['pretrain']['tokens']:,} tokens, then {params['phase']['tokens']:,} per "
-                       f"phase; training FLOPs counted as 6 x active parameters per token"),
+                       f"phase; training FLOPs per token counted as 3 forward passes of 2 per active matmul weight plus "
+                       f"attention over the context (sparsecl.cost)"),
             ("seeds", f"{', '.join(map(str, params['seeds']))} ({len(params['seeds'])})"),
             ("crossover", f"must stay below dense for at least {params['analysis']['crossover_persist']} evaluations"),
             ("versions", versions)]
@@ -280,10 +291,10 @@ def setup_table(params: dict, manifest: dict, flops: dict) -> list[str]:
 
 
 def render_report(params: dict, arms: list[Arm], summary: dict, cross: dict, seed_stats: dict, manifest: dict,
-                  flops: dict) -> str:
+                  scale: dict) -> str:
     order = params["data"]["order"]
     density = params["density"]
-    lines = ["# sparsecl report", "", *setup_table(params, manifest, flops), "",
+    lines = ["# sparsecl report", "", *setup_table(params, manifest, scale), "",
              "Losses are mean next-token NLL in nats on fixed validation windows. Forgetting > 0 and BWT < 0 mean "
              "the model forgot. Forgetting and BWT measure a domain from its first training; an order that "
              "revisits domains also gets them per visit.", "",

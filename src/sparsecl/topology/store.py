@@ -1,7 +1,6 @@
 """Make, save, load and describe the masks of one (topology, seed) arm."""
 from __future__ import annotations
 
-import hashlib
 import math
 import zlib
 from pathlib import Path
@@ -13,7 +12,9 @@ from scipy.sparse.linalg import svds
 
 from sparsecl.errors import IntegrityError
 from sparsecl.io import torch_load, torch_save
+from sparsecl import cost
 from sparsecl.model import GPT, GPTConfig, layer_blocks
+from sparsecl.model.masks import mask_hash, pack, unpack
 from sparsecl.topology import TOPOLOGIES
 
 
@@ -26,30 +27,6 @@ def make_masks(params: dict, topology: str, seed: int) -> dict[str, torch.Tensor
     rng = np.random.default_rng([seed, zlib.crc32(topology.encode())])
     settings = {**(params.get("topology") or {}).get(topology, {}), "n_head": params["model"]["n_head"]}
     return TOPOLOGIES[topology].build(masked_blocks(params), params["density"], settings, rng)
-
-
-def mask_hash(masks: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(masks):
-        h.update(name.encode())
-        h.update(masks[name].to(torch.uint8).cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def pack(masks: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Bool masks as bits (np.packbits, 8 entries a byte) with their shapes: how masks are stored on disk,
-    1/8 of a bool tensor and 1/32 of a float one (the 1B preset's masks: 123 MB)."""
-    return {n: {"shape": list(m.shape), "bits": torch.from_numpy(np.packbits(m.cpu().numpy().reshape(-1)))}
-            for n, m in masks.items()}
-
-
-def unpack(packed: dict[str, dict]) -> dict[str, torch.Tensor]:
-    """The bool masks `pack` stored (a malformed entry is an IntegrityError, as a corrupted file is)."""
-    try:
-        return {n: torch.from_numpy(np.unpackbits(p["bits"].numpy(), count=math.prod(p["shape"]))
-                                    .view(bool).reshape(p["shape"])) for n, p in packed.items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise IntegrityError(f"packed masks cannot be read ({type(e).__name__}: {e})") from e
 
 
 def save_masks(path: str | Path, masks: dict[str, torch.Tensor], topology: str, seed: int) -> None:
@@ -104,11 +81,13 @@ def spectral(block: torch.Tensor) -> dict[str, float]:
 
 
 def model_counts(params: dict, nnz: int, sparsified: int) -> dict[str, float]:
-    """Whole-model parameter counts without the tied token embedding (its size is the trained tokenizer's
-    vocabulary, known only after `tokenize`; the pretrain stage's train_summary.json has the full count)."""
+    """Whole-model parameter counts (sparsecl.cost.param_counts) without the tied token embedding, whose size
+    is the trained tokenizer's vocabulary, known only after `tokenize` (the pretrain stage's
+    train_summary.json has the full count). The model is built on the meta device at any vocabulary: the
+    counts without the embedding do not depend on it."""
     with torch.device("meta"):
         model = GPT(GPTConfig(vocab_size=1, **params["model"]))
-    total = sum(p.numel() for p in model.parameters()) - model.cfg.n_embd
+    total = cost.param_counts(model)["params_total"] - cost.embedding_params(model)
     active = total - sparsified + nnz
     return {"model_params_non_embedding": total, "model_active_non_embedding": active,
             "model_density_non_embedding": active / total}

@@ -15,22 +15,24 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from sparsecl import cost
 from sparsecl.data.batches import Mixture, eval_windows, selection_windows
 from sparsecl.data.tokens import TokenData
 from sparsecl.device import resolve_device
 from sparsecl.errors import NonFiniteLossError
 from sparsecl.io import atomic_path, read_json, sha256_file, write_json, write_text
 from sparsecl.mechanisms import make as make_mechanism
-from sparsecl.mechanisms.cost import arm_metrics
 from sparsecl.metrics.evaluate import mean_nll
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.checkpoint import load_checkpoint, save_checkpoint
 from sparsecl.names import arm_name, base_name, early_checkpoint, phase_checkpoint, phase_label
-from sparsecl.topology.store import load_masks, make_masks, mask_hash
+from sparsecl.model.masks import mask_hash
+from sparsecl.topology.store import load_masks, make_masks
 from sparsecl.train import distributed
 from sparsecl.train.loop import train_phase
 
@@ -168,6 +170,32 @@ def _train_from_scratch(params: dict, topology: str, seed: int, masks: dict, mas
     return model, result
 
 
+@dataclass
+class PretrainResult:
+    """What `pretrain` returns: `summary` (train_summary.json: tokens, steps, loss, lr, parameter counts and
+    the pretraining's FLOPs) and, apart as it differs every run, `timing` (wall-clock)."""
+    summary: dict
+    timing: dict
+
+
+def pretrain_cost(model: GPT, tokens: int) -> dict[str, float]:
+    """The pretraining's FLOPs (sparsecl.cost), written once in the pretrain stage's summary: every arm of the
+    (topology, seed) reads them from there, and the report reads the per-token figure from the arms."""
+    per_token = cost.pretrain_flops_per_token(model)
+    return {"pretrain_flops_per_token": per_token, "pretrain_flops": per_token * tokens}
+
+
+def arm_metrics(mechanism, model: GPT, pretrained: dict) -> dict:
+    """What a sequential arm cost and what it left: its metrics file (numbers only, deterministic).
+    train_flops covers the later phases only; pretrain_flops (from the pretrain stage's summary,
+    `pretrained`) the pretraining every mechanism of the (topology, seed) shares."""
+    return {"train_flops": mechanism.flops, "pretrain_flops": pretrained["pretrain_flops"],
+            "pretrain_flops_per_token": pretrained["pretrain_flops_per_token"],
+            "extra_memory_bytes": mechanism.extra_memory_bytes(),
+            "inference_flops_per_token": cost.forward_flops(model), "params_active": cost.param_count(model),
+            **mechanism.metrics()}
+
+
 def grid_pretrains(params: dict, seed: int) -> bool:
     """Whether the lr grid's chosen point is this arm's pretraining: same seed, same budget, one process."""
     search = params["lr_search"]
@@ -176,7 +204,7 @@ def grid_pretrains(params: dict, seed: int) -> bool:
 
 
 def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file: str, lr_dir: str, out_dir: str,
-             live_dir: str) -> dict:
+             live_dir: str) -> PretrainResult:
     """Pretrain one arm on domain A at its topology's chosen lr; where the lr grid already trained exactly
     this (`grid_pretrains`), publish the chosen point's model and step log instead of training it again."""
     device = resolve_device(params["device"])
@@ -195,8 +223,9 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
             with atomic_path(out / name) as tmp:
                 shutil.copyfile(Path(lr_dir) / name, tmp)
         StepLog(live_dir, Path(lr_dir) / "steplog.jsonl").close()  # replays the grid run's step log
-        return {"tokens": chosen["tokens"], "steps": chosen["steps"], "final_train_loss": chosen["final_train_loss"],
-                "lr": chosen["lr"], "from_lr_grid": 1, **model.param_counts(), "timing": {"seconds": 0.0}}
+        return PretrainResult({"tokens": chosen["tokens"], "steps": chosen["steps"],
+                               "final_train_loss": chosen["final_train_loss"], "lr": chosen["lr"], "from_lr_grid": 1,
+                               **model.param_counts(), **pretrain_cost(model, chosen["tokens"])}, {"seconds": 0.0})
     resume = _resume_dir(arm, _fingerprint(params["model"], tcfg, params["distributed"],
                                            params["pretrain"], domain,
                                            blob["sha256"], data.meta(domain, "train")["sha256"]))
@@ -207,81 +236,169 @@ def pretrain(params: dict, topology: str, seed: int, tokens_dir: str, masks_file
         log.close()
         _publish(resume, Path(out_dir), ["init.pt", "model.pt"])
     # Wall-clock figures apart ("timing"): they differ every run, the rest is reproducible.
-    return {"tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
-            "lr": tcfg["lr"], "from_lr_grid": 0, **model.param_counts(),
-            "timing": {"seconds": round(result.seconds, 2),
-                       "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))}}
+    return PretrainResult({"tokens": result.tokens, "steps": result.steps, "final_train_loss": result.final_loss,
+                           "lr": tcfg["lr"], "from_lr_grid": 0, **model.param_counts(),
+                           **pretrain_cost(model, result.tokens)},
+                          {"seconds": round(result.seconds, 2),
+                           "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9))})
+
+
+@dataclass
+class SequentialResult:
+    """What `sequential` returns, one field per output file: `phases`, per phase label its tokens, steps and
+    final training loss (train_summary.json); `seconds`, per phase label its wall-clock seconds (timing, apart
+    as it differs every run); `metrics`, the arm's cost and mechanism figures (metrics/mechanism/<arm>.json)."""
+    phases: dict[str, dict] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def timing(self) -> dict[str, float]:
+        return {f"{label}_seconds": s for label, s in self.seconds.items()}
+
+
+@dataclass
+class ArmRun:
+    """One sequential arm's fixed inputs, as the phases of `sequential` need them."""
+    params: dict
+    topology: str
+    mechanism: str
+    seed: int
+    data: TokenData
+    tcfg: dict
+    resume: Path
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return arm_name(self.topology, self.mechanism, self.seed)
+
+    @property
+    def order(self) -> list[str]:
+        return self.params["data"]["order"]
+
+    def save(self, path: Path, model: GPT, k: int, **meta) -> None:
+        save_checkpoint(path, model, phase=k, domain=self.order[k], topology=self.topology, seed=self.seed,
+                        mechanism=self.mechanism, **meta)
+
+
+@dataclass
+class Start:
+    """Where a sequential run starts: the model after the last finished phase (the pretrained one at first),
+    the checkpoint it came from and the first phase left to train."""
+    model: GPT
+    checkpoint: dict
+    first: int
+
+    @property
+    def resumed(self) -> bool:
+        return self.first > 1
+
+
+def sequential_fingerprint(params: dict, tcfg: dict, settings: dict, blob: dict, start_ckpt: Path,
+                           data: TokenData) -> str:
+    """Everything a sequential arm's result depends on: its resume folder is stamped with it."""
+    order = params["data"]["order"]
+    return _fingerprint(tcfg, params["distributed"], params["phase"], order, settings, blob["sha256"],
+                        sha256_file(start_ckpt), [data.meta(d, "train")["sha256"] for d in order])
+
+
+def resume_point(run: ArmRun, start_ckpt: Path, blob: dict) -> Start:
+    """Continue from the last finished phase if an earlier run was killed, else from the pretrained model."""
+    done = [k for k in range(1, len(run.order)) if (run.resume / phase_checkpoint(k)).exists()]
+    first = max(done, default=0) + 1
+    model, ck = load_checkpoint(run.resume / phase_checkpoint(first - 1) if done else start_ckpt, blob, run.device)
+    distributed.check_identical("masks", blob["sha256"])  # load_checkpoint checked the model's masks against it
+    return Start(model, ck, first)
+
+
+def bootstrap(run: ArmRun, mech, start: Start) -> None:
+    """The mechanism's state before the first phase left: restored from the checkpoint of a resumed run, or
+    what it keeps of the pretraining domain (a Fisher, a teacher, buffer entries), and the changed pretrained
+    model where the mechanism changes it (postprune)."""
+    if start.resumed:
+        mech.load_state_dict(start.checkpoint["mechanism_state"])
+        distributed.print_main(f"[{run.name}] resuming after finished phase {start.first - 1}")
+        return
+    domain = run.order[0]
+    mech.end_phase(0, domain, start.model, run.data.array(domain, "train"))
+    if distributed.is_main() and mech.modifies_pretrained:
+        run.save(run.resume / phase_checkpoint(0), start.model, 0)
+
+
+def _read_result(resume: Path) -> SequentialResult:
+    """The phases an earlier run finished (written before the checkpoint that marks each finished)."""
+    return SequentialResult(**read_json(resume / "summary.json"))
+
+
+def train_later_phase(run: ArmRun, k: int, model: GPT, mech, log: StepLog | None, result: SequentialResult) -> None:
+    """Phase k: the mechanism's begin, training with the checkpoint after phase.speed_steps steps (learning
+    speed), its end, then the phase's summary and checkpoint (with the mechanism's state), which mark it done."""
+    domain, main = run.order[k], distributed.is_main()
+    speed_steps = run.params["phase"]["speed_steps"]
+    label = phase_label(k, domain)
+    if log:
+        log.phase, log.prefix = k, f"{label}/"
+    distributed.print_main(f"[{run.name}] phase {k}/{len(run.order) - 1}: {domain}")
+    # Seeded per phase, so that a run resumed after a finished phase draws what an uninterrupted one does.
+    torch.manual_seed(1000 * run.seed + k)
+    mech.begin_phase(k, domain, model)
+    t0 = time.perf_counter()
+    early = run.resume / early_checkpoint(k)
+
+    def save_early(done: int) -> None:
+        if done == speed_steps and main:
+            run.save(early, model, k, step=done)
+
+    trained = train_phase(model, run.data.array(domain, "train"), run.params["phase"]["tokens"], run.tcfg,
+                          seed=run.seed, phase=k, mechanism=mech, device=run.device,
+                          resume_file=run.resume / "inphase.pt", label=f"{run.name} {domain}", log=log,
+                          on_step=save_early)
+    if main and not early.exists():  # a phase shorter than speed_steps: its end is the early point
+        save_early(speed_steps)
+    mech.end_phase(k, domain, model, run.data.array(domain, "train"))
+    result.phases[label] = {"tokens": trained.tokens, "steps": trained.steps, "final_train_loss": trained.final_loss}
+    result.seconds[label] = round(time.perf_counter() - t0, 2)
+    if main:
+        write_json(run.resume / "summary.json", {"phases": result.phases, "seconds": result.seconds})
+        run.save(run.resume / phase_checkpoint(k), model, k, mechanism_state=mech.state_dict())
+        (run.resume / "inphase.pt").unlink(missing_ok=True)
+    distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
+
+
+def publish_arm(run: ArmRun, mech, out_dir: Path) -> None:
+    """The arm's finished checkpoints into the stage's outputs: every phase's end and early point, and the
+    changed pretrained model where the mechanism made one."""
+    _publish(run.resume, out_dir, [phase_checkpoint(0)] * mech.modifies_pretrained
+             + [name for k in range(1, len(run.order)) for name in (phase_checkpoint(k), early_checkpoint(k))])
 
 
 def sequential(params: dict, topology: str, mechanism: str, seed: int, tokens_dir: str, masks_file: str,
-               lr_file: str, pretrain_dir: str, out_dir: str, live_dir: str) -> dict:
+               lr_file: str, pretrain_dir: str, out_dir: str, live_dir: str) -> SequentialResult:
+    """Learn the later domains one phase each from the pretrained arm with one mechanism, resuming a killed run
+    after its last finished phase."""
     device = resolve_device(params["device"])
     data, blob = TokenData(tokens_dir), load_masks(masks_file)
     settings = params["mechanism"].get(mechanism, {})
     order = params["data"]["order"]
     data.verify(order)  # before any work: a refused run leaves the resume folder and step logs as they are
-    arm = arm_name(topology, mechanism, seed)
     start_ckpt = Path(pretrain_dir) / "model.pt"
     tcfg = train_settings(params, lr_file)
-    resume = _resume_dir(arm, _fingerprint(tcfg, params["distributed"], params["phase"], order, settings,
-                                           blob["sha256"], sha256_file(start_ckpt),
-                                           [data.meta(d, "train")["sha256"] for d in order]))
+    resume = _resume_dir(arm_name(topology, mechanism, seed),
+                         sequential_fingerprint(params, tcfg, settings, blob, start_ckpt, data))
+    run = ArmRun(params, topology, mechanism, seed, data, tcfg, resume, device)
     mech = make_mechanism(mechanism, settings, seed)
-    # Continue from the last finished phase if an earlier run was killed.
-    done = [k for k in range(1, len(order)) if (resume / phase_checkpoint(k)).exists()]
-    first = max(done, default=0) + 1
-    model, ck = load_checkpoint(resume / phase_checkpoint(first - 1) if done else start_ckpt, blob, device)
-    distributed.check_identical("masks", blob["sha256"])  # load_checkpoint checked the model's masks against it
-    data.require(order, model.cfg.block_size)  # before the mechanism's work on the pretrained model
-    main = distributed.is_main()
-    if done:
-        mech.load_state_dict(ck["mechanism_state"])
-        distributed.print_main(f"[{arm}] resuming after finished phase {first - 1}")
-    else:  # what the mechanism keeps of the pretraining domain: a Fisher, a teacher, buffer entries
-        mech.end_phase(0, order[0], model, data.array(order[0], "train"))
-        if main and mech.modifies_pretrained:
-            save_checkpoint(resume / phase_checkpoint(0), model, phase=0, domain=order[0], topology=topology, seed=seed,
-                            mechanism=mechanism)
+    start = resume_point(run, start_ckpt, blob)
+    data.require(order, start.model.cfg.block_size)  # before the mechanism's work on the pretrained model
+    bootstrap(run, mech, start)
     log = _step_log(live_dir, resume / "steplog.jsonl")
-    summary = read_json(resume / "summary.json") if done else {}  # of the phases an earlier run finished
-    for k in range(first, len(order)):
-        domain = order[k]
-        if log:
-            log.phase, log.prefix = k, f"{phase_label(k, domain)}/"
-        distributed.print_main(f"[{arm}] phase {k}/{len(order) - 1}: {domain}")
-        # Seeded per phase, so that a run resumed after a finished phase draws what an uninterrupted one does.
-        torch.manual_seed(1000 * seed + k)
-        mech.begin_phase(k, domain, model)
-        t0 = time.perf_counter()
-        early = resume / early_checkpoint(k)
-
-        def save_early(done: int, k=k, domain=domain, early=early) -> None:
-            if done == params["phase"]["speed_steps"] and main:
-                save_checkpoint(early, model, phase=k, domain=domain, topology=topology, seed=seed,
-                                mechanism=mechanism, step=done)
-
-        result = train_phase(model, data.array(domain, "train"), params["phase"]["tokens"], tcfg,
-                             seed=seed, phase=k, mechanism=mech, device=device,
-                             resume_file=resume / "inphase.pt", label=f"{arm} {domain}", log=log,
-                             on_step=save_early)
-        if main and not early.exists():  # a phase shorter than speed_steps: its end is the early point
-            save_early(params["phase"]["speed_steps"])
-        mech.end_phase(k, domain, model, data.array(domain, "train"))
-        summary[phase_label(k, domain)] = {"tokens": result.tokens, "steps": result.steps,
-                                         "final_train_loss": result.final_loss}
-        summary.setdefault("timing", {})[f"{phase_label(k, domain)}_seconds"] = round(time.perf_counter() - t0, 2)
-        if main:
-            write_json(resume / "summary.json", summary)  # before the checkpoint that marks the phase finished
-            save_checkpoint(resume / phase_checkpoint(k), model, phase=k, domain=domain, topology=topology, seed=seed,
-                            mechanism=mechanism, mechanism_state=mech.state_dict())
-            (resume / "inphase.pt").unlink(missing_ok=True)
-        distributed.barrier()  # the next phase looks for an in-phase checkpoint: this one must be gone
-    summary["metrics"] = arm_metrics(mech, model, read_json(Path(pretrain_dir) / "train_summary.json")["tokens"])
-    if main:
+    result = _read_result(resume) if start.resumed else SequentialResult()
+    for k in range(start.first, len(order)):
+        train_later_phase(run, k, start.model, mech, log, result)
+    result.metrics = arm_metrics(mech, start.model, read_json(Path(pretrain_dir) / "train_summary.json"))
+    if distributed.is_main():
         log.close()
-        _publish(resume, Path(out_dir), [phase_checkpoint(0)] * mech.modifies_pretrained
-                 + [name for k in range(1, len(order)) for name in (phase_checkpoint(k), early_checkpoint(k))])
-    return summary
+        publish_arm(run, mech, Path(out_dir))
+    return result
 
 
 def lr_grid_point(params: dict, topology: str, factor: float, tokens_dir: str, out_dir: str) -> dict:
