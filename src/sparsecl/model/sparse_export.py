@@ -2,7 +2,8 @@
 
 `export_sparse` copies the model and replaces every sparsified matrix whose nonzero share is at most
 `max_density` by a `SparseLinear` holding only its nonzeros (CSR arrays); denser ones stay dense, where
-sparsity does not pay. Nonzeros are what a forward pass multiplies: the mask's entries, or a post-pruned dense
+sparsity does not pay. The copy is still a `GPT`: its forward, KV cache and `generate` are the masked
+model's own code, with the sparse matrices' products computed from their nonzeros. Nonzeros are what a forward pass multiplies: the mask's entries, or a post-pruned dense
 model's weights that are not 0. Random masks have no block structure, so a blocked format (BSR) would store
 and multiply mostly zeros; it is not used. The exported model is for inference only.
 """
@@ -85,13 +86,9 @@ def export_sparse(model: GPT, max_density: float = MAX_DENSITY) -> GPT:
 
 @torch.inference_mode()  # cheaper than no_grad per op (no version counters): less fixed cost for both forms
 def next_token_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """Logits of the token after each context in idx (B, T): the whole context through the blocks (no KV
-    cache), the LM head at the last position only."""
-    t = model.transformer
-    x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
-    for block in t.h:
-        x = block(x)
-    return model.lm_head(t.ln_f(x[:, -1]))
+    """Logits (B, vocab) of the token after each context in idx (B, T): `GPT.forward` over the whole
+    context into a fresh KV cache (the first step of `GPT.generate`), the LM head at the last position only."""
+    return model(idx, cache=model.new_cache())[0][:, -1]
 
 
 def _weights_multiplied(model: nn.Module) -> int:
