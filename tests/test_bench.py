@@ -67,3 +67,17 @@ def test_spectral_bench_smoke_agrees_with_the_dense_svd():
     """bench/spectral.py on its tiny shape (it times; this asserts only the values)."""
     diffs = [float(x) for x in re.findall(r"\|diff\| ([0-9.e+-]+)", bench("spectral", "--tiny", "--repeats", "1"))]
     assert len(diffs) == 3 and max(diffs) < 1e-6
+
+
+def test_generate_bench_gives_rates_and_the_same_tokens():
+    out = bench("generate", "--tiny", "--widths", "32", "--densities", "0.05", "--batches", "1,2", "--repeats", "1",
+                "--new", "4")
+    rows = re.findall(r"^\s*32\s+\d\s+0.05\s+(.*)$", out, re.M)
+    assert len(rows) == 2 and all(r.rstrip().endswith("yes") for r in rows)  # masked and sparse: the same tokens
+    assert all(float(v.replace(",", "").rstrip("x%")) > 0 for r in rows for v in r.split()[:-1])
+
+
+def test_train_kernel_bench_steps_both_kernels_alike():
+    out = bench("train_kernel", "--tiny", "--widths", "32", "--steps", "1")
+    assert numbers_after("masked", out)[0] > 0 and numbers_after("sparse", out)[0] > 0
+    assert numbers_after("max |weight diff| after 2 steps", out)[0] < 1e-4

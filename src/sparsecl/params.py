@@ -84,6 +84,7 @@ SCHEMA: dict[str, Any] = {
         "log_every": INT_POS,
         "ckpt_every": INT_POS,
         "compile": flag,
+        "kernel": choice(["masked", "sparse", "auto"]),
     },
     "distributed": {"nproc_per_node": INT_POS},
     "lr_search": {"factors": _list_of(number(0, lo_open=True)), "tokens": INT_POS, "seed": INT_NONNEG},

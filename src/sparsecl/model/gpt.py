@@ -3,6 +3,7 @@
 Sparsified: q, k, v (one mask per logical matrix even though they are fused), attention output,
 MLP fc and MLP proj. Dense: embeddings, tied LM head, LayerNorms, biases.
 The MLP activation is GELU or SDMLP's Top-K (`topk`: k winners take all by inhibition, as SSD assumes).
+`GPT.generate` samples as nanoGPT's does, with a KV cache (`LayerKV`) so each step feeds only the new token.
 """
 from __future__ import annotations
 
@@ -112,6 +113,36 @@ def lm_head_loss(head: nn.Linear, x: torch.Tensor, targets: torch.Tensor, rows: 
     return chunks, loss / len(targets)
 
 
+class LayerKV:
+    """One layer's keys and values of the positions seen so far, for generation: buffers of block_size
+    positions, allocated at the first call in the keys' shape, dtype and device."""
+
+    def __init__(self, block_size: int):
+        self.block_size, self.length = block_size, 0
+        self.k = self.v = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' k and v (B, heads, T, head dim); return those of every position so far."""
+        end = self.length + k.shape[2]
+        if self.k is None:
+            self.k, self.v = (t.new_empty(*t.shape[:2], self.block_size, t.shape[3]) for t in (k, v))
+        self.k[:, :, self.length:end], self.v[:, :, self.length:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Next tokens (B, 1) from logits (B, vocab): the likeliest at temperature 0, else a draw."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -121,11 +152,16 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.keep: torch.Tensor | None = None  # 0/1 per head while a subnetwork is active (GPT.subnetwork)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        past = 0 if kv is None else kv.length
+        if kv is not None:
+            k, v = kv.append(k, v)
+        # New positions see every cached one and the new ones up to themselves.
+        mask = None if past == 0 or T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past == 0 and T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         if self.keep is not None:
             y = y * self.keep.view(1, -1, 1, 1)
@@ -160,8 +196,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, acts: list | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, acts: list | None = None, kv: LayerKV | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x), acts)
 
 
@@ -209,23 +245,51 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, acts: list | None = None,
-                return_logits: bool = True):
+                return_logits: bool = True, cache: list[LayerKV] | None = None):
         """Logits and (with targets) the mean next-token loss; `acts`, if given, receives every layer's
         MLP activations (B, T, 4 * n_embd). Training code that needs only the loss passes
-        `return_logits=False` (logits None): on CPU that skips gathering the logits of every token."""
+        `return_logits=False` (logits None): on CPU that skips gathering the logits of every token.
+        With a `cache` (generation, from `new_cache`) idx holds the positions after the cached ones, which
+        it then holds too, and only the last position's logits (B, 1, vocab) are computed."""
         B, T = idx.shape
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence length {T} > model.block_size {self.cfg.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        past = 0 if cache is None else cache[0].length
+        if past + T > self.cfg.block_size:
+            raise ValueError(f"sequence length {past + T} > model.block_size {self.cfg.block_size}")
+        if cache is not None and targets is not None:
+            raise ValueError("a KV cache is for generation: no targets")
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x, acts)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, acts, None if cache is None else cache[i])
         x = self.transformer.ln_f(x)
+        if cache is not None:
+            return self.lm_head(x[:, -1:]), None
         if targets is None:
             return self.lm_head(x), None
         rows = loss_chunk_rows(self.cfg.vocab_size) if idx.device.type == "cpu" else B * T  # a GPU: one chunk
         chunks, loss = lm_head_loss(self.lm_head, x.view(B * T, -1), targets.reshape(-1), rows)
         return (torch.cat(chunks).view(B, T, -1) if return_logits else None), loss
+
+    def new_cache(self) -> list[LayerKV]:
+        return [LayerKV(self.cfg.block_size) for _ in self.transformer.h]
+
+    @torch.inference_mode()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+        """nanoGPT's generate: idx (B, T) with max_new_tokens tokens appended, each drawn from the last
+        position's logits at `temperature` (0: greedy), from the `top_k` likeliest if given, with `generator`
+        (seeded for reproducible draws). Call it in eval mode (dropout off). With the KV cache a step feeds
+        only the new token; beyond block_size tokens the context is cropped to its last block_size as without
+        the cache, and the cache is rebuilt from it each step (positions are absolute: cached keys cannot slide)."""
+        block, cache = self.cfg.block_size, None
+        for _ in range(max_new_tokens):
+            if cache is not None and cache[0].length + 1 == idx.shape[1] <= block:
+                logits = self(idx[:, -1:], cache=cache)[0]
+            else:
+                cache = self.new_cache() if use_cache else None
+                logits = self(idx[:, -block:], cache=cache)[0]
+            idx = torch.cat((idx, sample_next(logits[:, -1], temperature, top_k, generator)), dim=1)
+        return idx
 
     @contextmanager
     def subnetwork(self, units: list[torch.Tensor], heads: list[torch.Tensor]):

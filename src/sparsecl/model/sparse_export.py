@@ -1,8 +1,9 @@
 """Export a trained masked model to sparse matrices for inference: a pruned model at its real cost.
 
 `export_sparse` copies the model and replaces every sparsified matrix whose nonzero share is at most
-`max_density` by a `SparseLinear` holding only its nonzeros (CSR arrays); denser ones stay dense, where
-sparsity does not pay. Nonzeros are what a forward pass multiplies: the mask's entries, or a post-pruned dense
+`max_density` by a `SparseLinear` (model/sparse_linear.py) holding only its nonzeros (CSR arrays); denser ones stay dense, where
+sparsity does not pay. The copy is still a `GPT`: its forward, KV cache and `generate` are the masked
+model's own code, with the sparse matrices' products computed from their nonzeros. Nonzeros are what a forward pass multiplies: the mask's entries, or a post-pruned dense
 model's weights that are not 0. Random masks have no block structure, so a blocked format (BSR) would store
 and multiply mostly zeros; it is not used. The exported model is for inference only.
 """
@@ -14,58 +15,15 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sparsecl import cost
 from sparsecl.model.gpt import GPT, MaskedLinear
+from sparsecl.model.sparse_linear import SparseLinear
 
 # A nonzero costs more than a dense kernel's weight (an indexed row instead of packed FMAs): on the 2-core CPU
 # a model whose matrices are all sparse is as fast as the dense one at 30-40% nonzeros with batch 8 and 50-60%
 # with batch 1 (bench/sparse_inference.py --densities 0.2,0.3,0.4,0.5,0.6, widths 128 and 512).
 MAX_DENSITY = 0.3
-
-
-class SparseLinear(nn.Module):
-    """y = x W^T + b with only W's nonzeros stored (CSR: row offsets, column indices, values). Inputs of any
-    leading shape, like nn.Linear.
-
-    The kernel is `F.embedding_bag` over x^T: row i of x^T is input feature i across all tokens, and output
-    feature o sums its row's columns weighted by its values, in a fixed order. That fused gather-scale-sum
-    streams whole contiguous rows; at this project's sizes it is 2-3x faster than MKL's CSR `torch.sparse.mm`,
-    which converts the indices to int32 and copies its operands on every call. Its result is feature-major
-    (out, tokens) and is transposed back to token-major rows like nn.Linear's, except with `feature_major`:
-    then it is returned as a transposed view. `export_sparse` sets that on the MLP's c_fc, whose result only
-    passes GELU (which keeps the layout) on to c_proj, which then needs no transpose either.
-    """
-
-    def __init__(self, layer: nn.Linear, feature_major: bool = False):
-        super().__init__()
-        weight = getattr(layer, "effective_weight", layer.weight).detach()  # an nn.Linear has no mask
-        self.in_features, self.out_features = layer.in_features, layer.out_features
-        self.feature_major = feature_major
-        rows, cols = weight.nonzero(as_tuple=True)  # row-major order, as CSR stores them
-        self.values, self.cols = weight[rows, cols], cols.clone()  # clone: not a view sharing rows' storage
-        self.offsets = F.pad(torch.bincount(rows, minlength=self.out_features).cumsum(0), (1, 0))
-        self.bias = None if layer.bias is None else layer.bias.detach().clone()
-
-    @property
-    def nnz(self) -> int:
-        return self.values.numel()
-
-    @property
-    def nbytes(self) -> int:
-        parts = (self.values, self.cols, self.offsets) + (() if self.bias is None else (self.bias,))
-        return sum(t.numel() * t.element_size() for t in parts)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xt = x.reshape(-1, self.in_features).t().contiguous()  # no copy after a feature-major SparseLinear
-        y = F.embedding_bag(self.cols, xt, self.offsets, mode="sum", per_sample_weights=self.values,
-                            include_last_offset=True).t()
-        if not self.feature_major:
-            y = y.contiguous()
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
 
 
 def nonzeros(layer: MaskedLinear) -> int:
@@ -79,25 +37,22 @@ def export_sparse(model: GPT, max_density: float = MAX_DENSITY) -> GPT:
     for name, layer in sparse.masked_layers().items():
         if nonzeros(layer) <= max_density * layer.weight.numel():
             parent, attr = name.rsplit(".", 1)
-            sparse_layer = SparseLinear(layer, feature_major=name.endswith("mlp.c_fc"))
-            setattr(sparse.get_submodule(parent), attr, sparse_layer)
+            setattr(sparse.get_submodule(parent), attr, SparseLinear(layer, keep=layer.effective_weight != 0))
     return sparse
 
 
 @torch.inference_mode()  # cheaper than no_grad per op (no version counters): less fixed cost for both forms
 def next_token_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """Logits of the token after each context in idx (B, T): the whole context through the blocks (no KV
-    cache), the LM head at the last position only."""
-    t = model.transformer
-    x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
-    for block in t.h:
-        x = block(x)
-    return model.lm_head(t.ln_f(x[:, -1]))
+    """Logits (B, vocab) of the token after each context in idx (B, T): `GPT.forward` over the whole
+    context into a fresh KV cache (the first step of `GPT.generate`), the LM head at the last position only."""
+    return model(idx, cache=model.new_cache())[0][:, -1]
 
 
 def _stored(model: nn.Module) -> int:
     """Bytes the model holds: dense tensors whole (masks included), SparseLinear matrices as CSR."""
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b is not None]
+    sparse_own = {id(t) for m in model.modules() if isinstance(m, SparseLinear) for t in m.parameters()}
+    tensors = [t for t in list(model.parameters()) + [b for b in model.buffers() if b is not None]
+               if id(t) not in sparse_own]  # counted in SparseLinear.nbytes
     return (sum(t.numel() * t.element_size() for t in tensors)
             + sum(m.nbytes for m in model.modules() if isinstance(m, SparseLinear)))
 

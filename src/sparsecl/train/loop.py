@@ -1,7 +1,9 @@
-"""One training phase: AdamW (or SGD), warmup + cosine, clipping, accumulation, resume, progress."""
+"""One training phase: AdamW (or SGD), warmup + cosine, clipping, accumulation, resume, progress, and the
+kernel of the sparsified matrices (`train.kernel`: masked dense products, or sparse ones on kept weights)."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,8 +17,14 @@ from sparsecl.data.batches import batch_rng, sample_batch
 from sparsecl.device import autocast
 from sparsecl.errors import IntegrityError, NonFiniteLossError
 from sparsecl.io import tensors_sha256, torch_load, torch_save
-from sparsecl.mechanisms import Mechanism
+from sparsecl.mechanisms import MECHANISMS, Mechanism
+from sparsecl.model.sparse_linear import SparseKernels, SparseLinear
 from sparsecl.train import distributed
+
+# Mechanisms whose hooks only call the model: the others read or write weights by name and shape during a
+# phase (EWC's penalty, SSD's and LoRD's and post-pruning's frozen entries), which the sparse kernel's values
+# do not have, so their phases train with the masked kernel whatever `train.kernel` says.
+SPARSE_KERNEL_MECHANISMS = ("none", "er", "derpp")
 
 
 def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:
@@ -27,11 +35,13 @@ def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optim
     topology's matrices take the same relative step, and the ratio sets that step against the embedding's
     (docs/COMPARISONS.md: at one lr for all, dense blocks moved sqrt(1/density) times too fast)."""
     gains = {id(m.weight): m.init_gain for m in model.masked_layers().values()}
+    # Under the sparse kernel a masked matrix's weight is its kept values (1-D), grouped as its weight is.
+    gains |= {id(m.values): m.init_gain for m in model.modules() if isinstance(m, SparseLinear)}
     groups: dict[tuple[bool, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
             scale = tcfg["matrix_lr_ratio"] * gains[id(p)] if id(p) in gains else 1.0
-            groups.setdefault((p.dim() >= 2, scale), []).append(p)
+            groups.setdefault((p.dim() >= 2 or id(p) in gains, scale), []).append(p)
     param_groups = [{"params": ps, "weight_decay": tcfg["weight_decay"] if decay else 0.0, "lr_scale": scale}
                     for (decay, scale), ps in groups.items()]
     if tcfg["optimizer"] == "sgd":
@@ -57,12 +67,51 @@ def _all_finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
 
 
+def _step_seconds(model, x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int) -> float:
+    """Median seconds of a forward and backward pass on (x, y); gradients are dropped after each."""
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        with autocast(device):
+            loss = model(x, y, return_logits=False)[1]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def choose_kernel(model, tcfg: dict, mechanism: Mechanism, x: torch.Tensor, y: torch.Tensor,
+                  device: torch.device, repeats: int = 3) -> tuple[str, str]:
+    """(kernel, why) for this phase: `train.kernel` as set, masked where the sparse kernel has nothing to
+    do (no masked matrix) or the mechanism reads weights by shape, and for `auto` the faster of the two
+    forward and backward passes on this phase's first batch, measured side by side (RNG state restored, so
+    the measurement changes nothing the run computes)."""
+    kernel = tcfg["kernel"]
+    if kernel == "masked":
+        return "masked", "train.kernel: masked"
+    if type(mechanism) not in {MECHANISMS[n] for n in SPARSE_KERNEL_MECHANISMS}:
+        return "masked", f"{type(mechanism).__name__} reads weights by shape (sparse kernel: {SPARSE_KERNEL_MECHANISMS})"
+    if not any(m.mask is not None for m in model.masked_layers().values()):
+        return "masked", "no masked matrix"
+    if kernel == "sparse":
+        return "sparse", "train.kernel: sparse"
+    rng = torch.get_rng_state()
+    masked_s = _step_seconds(model, x, y, device, repeats)
+    with SparseKernels(model):
+        sparse_s = _step_seconds(model, x, y, device, repeats)
+    torch.set_rng_state(rng)
+    choice = "sparse" if sparse_s < masked_s else "masked"
+    return choice, (f"train.kernel: auto, forward + backward of the first batch: masked {masked_s * 1e3:.1f} ms, "
+                    f"sparse {sparse_s * 1e3:.1f} ms")
+
+
 @dataclass
 class PhaseResult:
     steps: int
     tokens: int
     seconds: float
     final_loss: float  # mean training loss over the last logging window
+    kernel: str = "masked"  # the sparsified matrices' kernel this phase trained with (train.kernel)
 
 
 def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg: dict, *, seed: int, phase: int,
@@ -79,7 +128,6 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
     """
     block = model.cfg.block_size
     steps = steps_for(n_tokens, tcfg, block)
-    opt = make_optimizer(model, tcfg, device)
     start = 0
     state = torch_load(resume_file, map_location=device, weights_only=False) if resume_file.exists() else None
     if state is not None and state.get("phase") != phase:
@@ -91,10 +139,32 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
             raise IntegrityError(f"{resume_file}: weights do not match their stored sha256 (corrupted); delete it "
                                  f"to restart this phase")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    x0, y0 = sample_batch(tokens, tcfg["batch_size"], block, batch_rng(seed, phase, start * tcfg["grad_accum"]))
+    kernel, why = choose_kernel(model, tcfg, mechanism, distributed.shard(x0).to(device),
+                                distributed.shard(y0).to(device), device)
+    distributed.print_main(f"[{label}] sparsified matrices' kernel: {kernel} ({why})")
+    with SparseKernels(model) if kernel == "sparse" else nullcontext() as kernels:
+        result = _train(model, tokens, steps, start, state, tcfg, seed=seed, phase=phase, mechanism=mechanism,
+                        device=device, resume_file=resume_file, label=label, log=log, on_step=on_step,
+                        kernels=kernels)
+    result.kernel = kernel
+    return result
+
+
+def _train(model, tokens, steps: int, start: int, state: dict | None, tcfg: dict, *, seed: int, phase: int,
+           mechanism: Mechanism, device: torch.device, resume_file: Path, label: str, log, on_step,
+           kernels: SparseKernels | None) -> PhaseResult:
+    """`train_phase`'s steps from `start`, with the model's sparsified matrices as `kernels` made them (None:
+    masked). Checkpoints hold the masked model and optimizer state whatever the kernel."""
+    block = model.cfg.block_size
+    masked = kernels.masked if kernels else nullcontext
+    opt = make_optimizer(model, tcfg, device)
+    if state is not None:
+        opt.load_state_dict(kernels.optimizer_state(state["optimizer"], opt, to_sparse=True) if kernels
+                            else state["optimizer"])
         mechanism.load_state_dict(state["mechanism"])
         torch.set_rng_state(state["rng"].cpu())  # map_location moved it; RNG states live on the CPU
-        start = state["step"]
         distributed.print_main(f"[{label}] resuming at step {start}/{steps} from {resume_file}")
     ddp = distributed.wrap(model)
     mechanism.batch_shards = distributed.world_size()
@@ -129,7 +199,8 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
         done = step + 1
         mechanism.after_step(model, done, steps)
         if on_step:
-            on_step(done)
+            with masked():  # it may save the model
+                on_step(done)
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
             # The only host sync: once per logging window, never per step. A window with a non-finite loss,
             # gradient or weight stops the run before anything is logged or saved from it.
@@ -149,9 +220,12 @@ def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg:
             window_loss, window_grad = torch.zeros((), device=device), torch.zeros((), device=device)
             window_n, t_log = 0, now
             if done % tcfg["ckpt_every"] == 0 and done < steps and distributed.is_main():
-                weights = model.state_dict()
+                optimizer = kernels.optimizer_state(opt.state_dict(), opt, to_sparse=False) if kernels \
+                    else opt.state_dict()
+                with masked():
+                    weights = model.state_dict()
                 torch_save({"phase": phase, "step": done, "model": weights, "model_sha256": tensors_sha256(weights),
-                            "optimizer": opt.state_dict(), "mechanism": mechanism.state_dict(),
+                            "optimizer": optimizer, "mechanism": mechanism.state_dict(),
                             "rng": torch.get_rng_state()}, resume_file)
                 saved = done
     return PhaseResult(steps=steps, tokens=steps * tokens_per_step, seconds=time.perf_counter() - t0,

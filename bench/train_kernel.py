@@ -1,0 +1,67 @@
+"""The sparse training kernel (train.kernel: sparse) vs the masked one: tokens/s of the pipeline's training
+step (forward, backward, clipping, AdamW) at one density, the two stepping in turn in one process so load
+hits both alike, at the default width and wider ones.
+
+    python bench/train_kernel.py                          # rho 0.05, widths: the default and 1024
+    python bench/train_kernel.py --widths 512 --rho 0.1   # another shape or density
+    python bench/train_kernel.py --tiny --widths 32 --steps 1  # smoke run
+
+Both start from the same model; batch and block size are the params' (16 x 128 tokens by default). Prints
+figures only; it asserts nothing about time.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from common import bench_params, bench_parser, train_step
+
+from sparsecl.model import GPT, config_from_params
+from sparsecl.model.sparse_linear import SparseKernels
+from sparsecl.topology.store import make_masks
+from sparsecl.train.loop import make_optimizer
+
+CPU = torch.device("cpu")
+
+
+def main() -> None:
+    ap = bench_parser(__doc__)
+    ap.add_argument("--widths", help="n_embd values, comma-separated (heads: width / 64); default: the params' and 1024")
+    ap.add_argument("--rho", type=float, default=0.05)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps of each kernel (after one warm-up each)")
+    args = ap.parse_args()
+    params = bench_params(args)
+    widths = [int(w) for w in args.widths.split(",")] if args.widths else [params["model"]["n_embd"], 1024]
+    tcfg, params["density"] = params["train"], args.rho
+    bs, T = tcfg["batch_size"], params["model"]["block_size"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, random@{args.rho}, batch {bs} x {T} "
+          f"tokens, vocab {args.vocab}; median of {args.steps} alternating steps")
+    for width in widths:
+        params["model"].update(n_embd=width, n_head=max(1, width // 64))
+        cfg = config_from_params(params, args.vocab)
+        masks = make_masks(params, "random", 0)
+        models = {}
+        for kernel in ("masked", "sparse"):
+            torch.manual_seed(0)
+            models[kernel] = GPT(cfg, masks=masks)
+        x = torch.randint(0, cfg.vocab_size, (bs, T + 1), generator=torch.Generator().manual_seed(0))
+        times = {"masked": [], "sparse": []}
+        with SparseKernels(models["sparse"]):
+            opts = {k: make_optimizer(m, tcfg, CPU) for k, m in models.items()}
+            for i in range(args.steps + 1):  # the first is a warm-up
+                for kernel, model in models.items():
+                    t0 = time.perf_counter()
+                    train_step(model, model, opts[kernel], x, tcfg["grad_clip"], CPU)
+                    if i:
+                        times[kernel].append(time.perf_counter() - t0)
+        rate = {k: bs * T / statistics.median(t) for k, t in times.items()}
+        drift = max(float((a - b).detach().abs().max()) for a, b in zip(models["masked"].parameters(),
+                                                                 models["sparse"].parameters()))
+        print(f"  width {width:5d}: masked {rate['masked']:9,.0f} tokens/s, sparse {rate['sparse']:9,.0f} tokens/s, "
+              f"sparse / masked {rate['sparse'] / rate['masked']:.2f}x  (max |weight diff| after "
+              f"{args.steps + 1} steps {drift:.1e})")
+
+
+if __name__ == "__main__":
+    main()
