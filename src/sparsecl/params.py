@@ -294,9 +294,11 @@ def _check_mechanism_fit(p: dict, blocks: dict, errors: list[str]) -> None:
     topologies = p.get("topologies") if isinstance(p.get("topologies"), list) else []
     topology = p.get("topology") if isinstance(p.get("topology"), dict) else {}
     for name in topologies:
-        if not isinstance(name, str) or name not in TOPOLOGIES or not isinstance(topology.get(name, {}), dict):
+        own = topology.get(name, {}) if isinstance(name, str) else None
+        if name not in TOPOLOGIES or not isinstance(own, dict) or (
+                "allocation" in TOPOLOGIES[name].SCHEMA and own.get("allocation") not in ALLOCATIONS):
             continue  # reported by the per-key check
-        kept = kept_per_matrix(name, blocks, density, {**topology.get(name, {}), "n_head": model["n_head"]})
+        kept = kept_per_matrix(name, blocks, density, {**own, "n_head": model["n_head"]})
         if all(kept[n] <= round(rho * n_out * n_in) for n, (_, (n_out, n_in)) in blocks.items()):
             errors.append(f"mechanism.postprune.rho: {rho:g} is not below what topology {name!r} keeps of any "
                           f"sparsified matrix (density={density:g}): post-pruning would remove nothing and the arm "
