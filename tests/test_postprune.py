@@ -89,6 +89,7 @@ def test_a_topology_already_at_rho_is_refused_naming_the_key(toy_params):
     p["topologies"], p["topology"]["random"]["allocation"] = ["random"], "powerlaw"
     with pytest.raises(ParamsError, match=r"topology\.random\.allocation: unknown value 'powerlaw'"):
         validate(p)  # an unknown allocation is listed, not a crash of the rho check
+    p["topology"]["random"]["allocation"] = "uniform"
     p["topologies"], p["mechanism"]["postprune"]["rho"] = ["random"], 1.0
     validate(p)
 
