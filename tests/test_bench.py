@@ -61,3 +61,10 @@ def test_mechanism_throughput_bench_runs_every_mechanism(tmp_path):
     rows = re.findall(r"^\s*(\w+):\s+([0-9,]+) tokens/s \(([0-9.]+) x none\)", out, re.M)
     assert [r[0] for r in rows][0] == "none" and len(rows) == len(params["mechanism"])
     assert float(rows[0][2]) == 1.0 and all(float(r[1].replace(",", "")) > 0 for r in rows)
+
+
+def test_tokenize_corpus_bench_reports_tokens_and_peak_memory():
+    out = bench("tokenize_corpus", "--tiny")
+    (tokens,) = numbers_after("tokenize:", out)
+    (peak,) = numbers_after("peak RSS of the tokenize process:", out)
+    assert tokens > 100_000 and 0 < peak < 2
