@@ -112,6 +112,17 @@ def test_a_budget_stops_reading_a_source(tmp_path):
     assert list(stream) == ["line 0", "line 1", "line 2", "line 3"]  # 24 characters: the one that crosses is kept
 
 
+def test_the_stage_says_whether_a_budget_stopped_the_reading(tmp_path, toy_params, capsys):
+    toy_params["data"]["domains"]["alpha"]["max_documents"] = 100
+    toy_params["data"]["domains"]["beta"]["max_documents"] = 1000  # the toy domain has 150
+    domains = build(toy_params, tmp_path)["domains"]
+    assert domains["alpha"]["read"]["budget_reached"] and domains["alpha"]["read"]["documents"] == 100
+    assert not domains["beta"]["read"]["budget_reached"] and domains["beta"]["read"]["documents"] == 150
+    out = capsys.readouterr().out
+    assert "alpha: reading stopped at its budget after 100 documents" in out
+    assert "beta: the source ended before its budget {'max_documents': 1000} was reached" in out
+
+
 def test_hf_source_code_path_with_a_local_dataset_folder(tmp_path):
     """The hub path needs a network; a local dataset folder goes through the same load_dataset call."""
     folder = tmp_path / "my_dataset"

@@ -197,9 +197,13 @@ def _notes(name: str, entry: dict, data: dict) -> None:
     if cut["documents"]:
         print(f"[tokenize] note: {name}: data.max_chars={data['max_chars']} cut {cut['documents']} documents "
               f"({cut['chars']} characters)", flush=True)
+    budget = {k: v for k, v in data["domains"][name].items() if k in ("max_documents", "max_read_chars")}
     if read["budget_reached"]:
         print(f"[tokenize] note: {name}: reading stopped at its budget after {read['documents']} documents "
               f"({read['chars']} characters)", flush=True)
+    elif budget:
+        print(f"[tokenize] note: {name}: the source ended before its budget {budget} was reached "
+              f"({read['documents']} documents, {read['chars']} characters)", flush=True)
 
 
 class TokenData:
