@@ -80,7 +80,7 @@ def main() -> None:
         gen_s = time.perf_counter() - start
         text_bytes = sum(f.stat().st_size for f in (root / "corpus").rglob("*.txt"))
         params["data"].update(order=list(DOMAINS), max_chars=0, domains={
-            name: {"source": "files", "paths": [str(root / "corpus" / name / "*.txt")], "split": "paragraphs"}
+            name: {"source": "files", "paths": [str(root / "corpus" / name / "*.txt")], "document": "paragraphs"}
             for name in DOMAINS})
         ctx = mp.get_context("spawn")
         result = ctx.Queue()

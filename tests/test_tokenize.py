@@ -30,7 +30,7 @@ def write_corpus(root: Path) -> dict:
     with open(root / "rows.jsonl", "w") as fh:
         for i in range(250):
             fh.write(json.dumps({"body": "   " if i % 40 == 0 else line() + " " + line()}) + "\n")
-    return {"beta": {"source": "files", "paths": [str(root / "text" / "*.txt")], "split": "lines"},
+    return {"beta": {"source": "files", "paths": [str(root / "text" / "*.txt")], "document": "lines"},
             "gamma": {"source": "files", "paths": [str(root / "rows.jsonl")], "format": "json", "text_field": "body"}}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from sparsecl.checks import Check, choice, number
-from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES, TEXT_SPLITS
+from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES, TEXT_DOCUMENTS
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES
@@ -108,11 +108,11 @@ DOMAIN_SCHEMA = {
     "builtin": {"source": None, **BUDGET},
     "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG, **BUDGET},
     "files": {"source": None, "paths": _list_of(_str), "format": choice(["text", "json", "parquet"]),
-              "text_field": _str, "split": choice(list(TEXT_SPLITS)), **BUDGET},
+              "text_field": _str, "document": choice(list(TEXT_DOCUMENTS)), **BUDGET},
     "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str, **BUDGET},
 }
 DOMAIN_OPTIONAL = {source: set(BUDGET) | extra for source, extra in {
-    "builtin": set(), "toy": {"seed"}, "files": {"format", "text_field", "split"}, "hf": {"config", "text_field"},
+    "builtin": set(), "toy": {"seed"}, "files": {"format", "text_field", "document"}, "hf": {"config", "text_field"},
 }.items()}
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -174,8 +174,8 @@ def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
                     errors.append(f"{key}.{k}: missing key (source {source!r} needs it)")
             elif check and (err := check(f"{key}.{k}", spec[k])):
                 errors.append(err)
-        if source == "files" and "split" in spec and spec.get("format", "text") != "text":
-            errors.append(f"{key}.split: {spec['split']!r} applies to format 'text' only (a {spec['format']} row "
+        if source == "files" and "document" in spec and spec.get("format", "text") != "text":
+            errors.append(f"{key}.document: {spec['document']!r} applies to format 'text' only (a {spec['format']} row "
                           f"is one document); remove it")
 
 

@@ -1,7 +1,7 @@
 """Domain sources: each turns a domain spec from params.yaml into a stream of text documents.
 
 - builtin: real text that installs with the project (see builtin.py), so the default runs offline.
-- files:   local globs: text (a file is one document by default; `split: paragraphs | lines`), or
+- files:   local globs: text (a file is one document by default; `document: paragraphs | lines`), or
            json/jsonl/parquet rows, streamed through `datasets.load_dataset(..., streaming=True)`.
 - hf:      a Hugging Face hub dataset, streamed (needs a network; nothing is downloaded whole); a local
            dataset folder takes the same path.
@@ -22,7 +22,7 @@ from sparsecl.errors import DataSourceError, EmptyDomainError
 
 BUILTIN_DOMAINS = tuple(builtin.LOADERS)
 SOURCES = ("builtin", "files", "hf", "toy")
-TEXT_SPLITS = ("file", "paragraphs", "lines")  # what one document of a text file is
+TEXT_DOCUMENTS = ("file", "paragraphs", "lines")  # what one document of a text file is
 ARROW_BATCH = 1024  # rows per Arrow batch of a streamed json/parquet/hf source
 
 
@@ -63,7 +63,7 @@ class DocumentStream:
             docs, prov = toy_documents(self.name, spec["docs"], spec.get("seed", self.seed)), {"generator": "toy"}
         elif source == "files":
             docs, prov = files_documents(key, spec["paths"], spec.get("format", "text"), spec.get("text_field", "text"),
-                                         spec.get("split", "file"))
+                                         spec.get("document", "file"))
         elif source == "hf":
             docs, prov = hf_documents(key, spec["dataset"], spec.get("config"), spec["split"],
                                       spec.get("text_field", "text"))
@@ -91,15 +91,15 @@ def _reason(e: Exception) -> str:
 
 
 def files_documents(key: str, patterns: list[str], fmt: str, text_field: str,
-                    split: str = "file") -> tuple[Iterator[str], dict]:
+                    document: str = "file") -> tuple[Iterator[str], dict]:
     files = sorted({f for p in patterns for f in glob.glob(p, recursive=True)})
     if not files:
         raise DataSourceError(f"{key}: no file matches {key}.paths {patterns} (relative paths are read from "
                               f"{os.getcwd()}); fix the paths or add the files")
     prov = {"files": len(files), "format": fmt}
     if fmt == "text":
-        prov["split"] = split
-        docs = _text_documents(files, split)
+        prov["document"] = document
+        docs = _text_documents(files, document)
     else:
         import datasets
 
@@ -114,14 +114,14 @@ def files_documents(key: str, patterns: list[str], fmt: str, text_field: str,
     return _note_replacements(docs, patterns, prov), prov
 
 
-def _text_documents(files: list[str], split: str) -> Iterator[str]:
+def _text_documents(files: list[str], document: str) -> Iterator[str]:
     """Text files read one at a time, a byte that is not UTF-8 read as U+FFFD instead of failing the domain.
-    `split`: a whole file is a document, or each blank-line-separated paragraph, or each line."""
+    `document`: a whole file, or each blank-line-separated paragraph, or each line."""
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            if split == "file":
+            if document == "file":
                 yield fh.read()
-            elif split == "lines":
+            elif document == "lines":
                 for line in fh:
                     yield line.rstrip("\n")
             else:
