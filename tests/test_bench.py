@@ -81,3 +81,10 @@ def test_train_kernel_bench_steps_both_kernels_alike():
     out = bench("train_kernel", "--tiny", "--widths", "32", "--steps", "1")
     assert numbers_after("masked", out)[0] > 0 and numbers_after("sparse", out)[0] > 0
     assert numbers_after("max |weight diff| after 2 steps", out)[0] < 1e-4
+
+
+def test_tokenize_corpus_bench_reports_tokens_and_peak_memory():
+    out = bench("tokenize_corpus", "--tiny")
+    (tokens,) = numbers_after("tokenize:", out)
+    (peak,) = numbers_after("peak RSS of the tokenize process:", out)
+    assert tokens > 100_000 and 0 < peak < 2

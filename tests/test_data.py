@@ -11,26 +11,41 @@ import yaml
 
 from sparsecl.data import builtin
 from sparsecl.data.batches import eval_windows, sample_batch
-from sparsecl.data.sources import load_documents
-from sparsecl.data.tokens import TokenData, build, select_and_split
+from sparsecl.data.sources import DocumentStream, load_documents
+from sparsecl.data.corpus import split_domain
+from sparsecl.data.tokens import TokenData, build
 from sparsecl.errors import DataSourceError, EmptyDomainError, IntegrityError
 
 
-def test_split_is_deterministic_disjoint_and_keeps_duplicates_together():
+def select_and_split(docs, max_chars, val_fraction, folder):
+    files, counts = split_domain(docs, folder, max_chars, val_fraction)
+    return {s: list(f) for s, f in files.items()}, counts
+
+
+def test_split_is_deterministic_disjoint_and_keeps_duplicates_together(tmp_path):
     docs = [f"document number {i}" for i in range(500)] + ["a repeated document"] * 5
-    a = select_and_split(docs, 0, 0.2)
-    b = select_and_split(list(reversed(docs)), 0, 0.2)
+    a, counts = select_and_split(docs, 0, 0.2, tmp_path / "a")
+    b, _ = select_and_split(list(reversed(docs)), 0, 0.2, tmp_path / "b")
     assert a == b
     assert not set(a["train"]) & set(a["val"])
     assert 50 < len(a["val"]) < 150
-    assert sum(d == "a repeated document" for d in a["train"] + a["val"]) == 1
+    assert sum(d == "a repeated document" for d in a["train"] + a["val"]) == 1 and counts["distinct"] == 501
 
 
-def test_max_chars_caps_a_domain():
+def test_max_chars_caps_a_domain_and_counts_the_cut(tmp_path):
     docs = ["x" * 100 + str(i) for i in range(100)]
-    split = select_and_split(docs, 1000, 0.1)
+    split, counts = select_and_split(docs, 1000, 0.1, tmp_path)
     kept = split["train"] + split["val"]
     assert 1000 <= sum(map(len, kept)) < 1000 + 104
+    assert counts["cut_documents"] == 100 - len(kept) and counts["cut_chars"] == sum(map(len, docs)) - sum(map(len, kept))
+
+
+def test_shards_give_the_order_of_one_in_memory_sort(tmp_path):
+    """A 60-character shard holds one or two documents: the merge of many shards must equal one shard."""
+    docs = [f"doc {i} " * (i % 7 + 1) for i in range(300)] + ["doc 3 " * 4] * 3
+    one, c1 = split_domain(docs, tmp_path / "one", 2000, 0.2)
+    many, c2 = split_domain(docs, tmp_path / "many", 2000, 0.2, shard_chars=60)
+    assert {s: list(f) for s, f in one.items()} == {s: list(f) for s, f in many.items()} and c1 == c2
 
 
 def test_toy_domains_have_different_alphabets():
@@ -40,13 +55,68 @@ def test_toy_domains_have_different_alphabets():
 
 
 def test_files_source_text_and_jsonl(tmp_path):
-    (tmp_path / "a.txt").write_text("first line\nsecond line\n")
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n\nthird, after a blank line\n")
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"body": f"doc {i}"}) for i in range(3)))
-    docs, prov = load_documents("d", {"source": "files", "paths": [str(tmp_path / "*.txt")]}, 0)
-    assert docs == ["first line", "second line"] and prov["files"] == 1
+    spec = {"source": "files", "paths": [str(tmp_path / "*.txt")]}
+    docs, prov = load_documents("d", spec, 0)
+    assert docs == ["first line\nsecond line\n\nthird, after a blank line\n"] and prov["files"] == 1
+    assert load_documents("d", {**spec, "document": "paragraphs"}, 0)[0] == ["first line\nsecond line",
+                                                                            "third, after a blank line"]
+    assert load_documents("d", {**spec, "document": "lines"}, 0)[0] == ["first line", "second line",
+                                                                       "third, after a blank line"]
     docs, _ = load_documents("d", {"source": "files", "paths": [str(tmp_path / "*.jsonl")], "format": "json",
                                    "text_field": "body"}, 0)
     assert docs == ["doc 0", "doc 1", "doc 2"]
+
+
+def test_a_files_domain_of_three_text_files_is_three_documents_each_whole_in_one_split(tmp_path, toy_params):
+    """The default: a text file is one document, so the split by content hash keeps each file on one side."""
+    texts = {f"f{i}.txt": "\n".join(f"file {i} paragraph {j} " + "words " * 50 for j in range(30)) for i in range(3)}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    spec = {"source": "files", "paths": [str(tmp_path / "f*.txt")]}
+    toy_params["data"]["domains"]["beta"] = spec
+    toy_params["data"]["val_fraction"] = 0.5
+    split, _ = select_and_split(DocumentStream("beta", spec, 0), 0, 0.5, tmp_path / "work")
+    # these three land two in train, one in val (their content hashes): each file whole on its side
+    assert sorted(split["train"]) == [texts["f1.txt"], texts["f2.txt"]] and split["val"] == [texts["f0.txt"]]
+    beta = build(toy_params, tmp_path / "tokens")["domains"]["beta"]
+    assert (beta["train"]["documents"], beta["val"]["documents"]) == (2, 1)
+    assert {beta["train"]["chars"], beta["val"]["chars"]} == {sum(map(len, split["train"])), sum(map(len, split["val"]))}
+
+
+def test_the_manifest_counts_dropped_documents_and_the_cap(tmp_path, toy_params):
+    line = "a line of text number {} with a few more words to make it long enough".format
+    (tmp_path / "a.txt").write_text("\n".join([line(i % 40) for i in range(100)] + [" "] * 5))
+    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": [str(tmp_path / "a.txt")], "document": "lines"}
+    toy_params["data"]["max_chars"] = 20000  # cuts the toy domains, not beta (40 lines of ~75 characters)
+    domains = build(toy_params, tmp_path / "tokens")["domains"]
+    assert domains["beta"]["read"] == {"documents": 100, "chars": sum(len(line(i % 40)) for i in range(100)),
+                                       "empty": 5, "budget_reached": False, "duplicates": 60}
+    assert domains["beta"]["max_chars_cut"] == {"documents": 0, "chars": 0}
+    alpha = domains["alpha"]
+    kept = alpha["train"]["chars"] + alpha["val"]["chars"]
+    assert alpha["max_chars_cut"]["documents"] > 0 and kept + alpha["max_chars_cut"]["chars"] == alpha["read"]["chars"]
+
+
+def test_a_budget_stops_reading_a_source(tmp_path):
+    (tmp_path / "a.txt").write_text("\n".join(f"line {i}" for i in range(100)))
+    spec = {"source": "files", "paths": [str(tmp_path / "a.txt")], "document": "lines"}
+    stream = DocumentStream("d", {**spec, "max_documents": 7}, 0)
+    assert list(stream) == [f"line {i}" for i in range(7)] and stream.read["budget_reached"]
+    stream = DocumentStream("d", {**spec, "max_read_chars": 20}, 0)
+    assert list(stream) == ["line 0", "line 1", "line 2", "line 3"]  # 24 characters: the one that crosses is kept
+
+
+def test_the_stage_says_whether_a_budget_stopped_the_reading(tmp_path, toy_params, capsys):
+    toy_params["data"]["domains"]["alpha"]["max_documents"] = 100
+    toy_params["data"]["domains"]["beta"]["max_documents"] = 1000  # the toy domain has 150
+    domains = build(toy_params, tmp_path)["domains"]
+    assert domains["alpha"]["read"]["budget_reached"] and domains["alpha"]["read"]["documents"] == 100
+    assert not domains["beta"]["read"]["budget_reached"] and domains["beta"]["read"]["documents"] == 150
+    out = capsys.readouterr().out
+    assert "alpha: reading stopped at its budget after 100 documents" in out
+    assert "beta: the source ended before its budget {'max_documents': 1000} was reached" in out
 
 
 def test_hf_source_code_path_with_a_local_dataset_folder(tmp_path):
@@ -56,6 +126,46 @@ def test_hf_source_code_path_with_a_local_dataset_folder(tmp_path):
     (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": f"row {i}"}) for i in range(4)))
     docs, prov = load_documents("d", {"source": "hf", "dataset": str(folder), "split": "train"}, 0)
     assert docs == [f"row {i}" for i in range(4)] and prov["dataset"] == str(folder)
+
+
+def test_hf_source_streams_and_stops_reading_at_its_budget(tmp_path, monkeypatch):
+    """A local dataset of 50,000 rows, budget 3,000 documents: the stream is opened with streaming=True (no
+    download of the whole split) and no more rows are read than the budget and the last Arrow batch need."""
+    import datasets
+
+    from sparsecl.data import sources
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with open(folder / "train.jsonl", "w") as fh:
+        for i in range(50_000):
+            fh.write(json.dumps({"text": f"row {i}"}) + "\n")
+    real, calls, served = datasets.load_dataset, [], []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        ds = real(*args, **kwargs)
+        inner = ds.with_format
+
+        def with_format(fmt):
+            f = inner(fmt)
+            batches = f.iter
+
+            def counted(batch_size):
+                for table in batches(batch_size=batch_size):
+                    served.append(table.num_rows)
+                    yield table
+            f.iter = counted
+            return f
+        ds.with_format = with_format
+        return ds
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    stream = DocumentStream("d", {"source": "hf", "dataset": str(folder), "split": "train", "max_documents": 3000}, 0)
+    docs = list(stream)
+    assert docs == [f"row {i}" for i in range(3000)] and stream.read["budget_reached"]
+    assert calls[0]["streaming"] is True
+    assert sum(served) < 3000 + sources.ARROW_BATCH
 
 
 def test_empty_domain_is_refused_with_its_name(tmp_path):
@@ -205,7 +315,7 @@ def test_eval_windows_are_fixed():
 def test_files_that_are_not_utf8_are_read_with_replacement_characters(tmp_path, capsys):
     (tmp_path / "a.txt").write_bytes(b"plain line\nlatin-1 caf\xe9 line\n")
     (tmp_path / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "broken \xff\xfe bytes"}\n')
-    docs, prov = load_documents("d", {"source": "files", "paths": [str(tmp_path / "a.txt")]}, 0)
+    docs, prov = load_documents("d", {"source": "files", "paths": [str(tmp_path / "a.txt")], "document": "lines"}, 0)
     assert docs == ["plain line", "latin-1 caf\ufffd line"] and prov["documents_with_replacement_char"] == 1
     docs, _ = load_documents("d", {"source": "files", "paths": [str(tmp_path / "b.jsonl")], "format": "json"}, 0)
     assert docs == ["fine", "broken \ufffd\ufffd bytes"]
@@ -225,7 +335,8 @@ def test_documents_longer_than_the_context_are_cut_into_windows(tmp_path, toy_pa
     sampled in windows; nothing is dropped."""
     long_docs = [" ".join(f"w{i}x{j}" for j in range(400)) for i in range(40)]
     (tmp_path / "long.txt").write_text("\n".join(long_docs))
-    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": [str(tmp_path / "long.txt")]}
+    toy_params["data"]["domains"]["beta"] = {"source": "files", "paths": [str(tmp_path / "long.txt")],
+                                             "document": "lines"}
     manifest = build(toy_params, tmp_path / "tokens")
     block = toy_params["model"]["block_size"]
     beta = manifest["domains"]["beta"]

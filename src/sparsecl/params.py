@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from sparsecl.checks import Check, choice, flag, number
-from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES
+from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES, TEXT_DOCUMENTS
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES, kept_per_matrix
@@ -97,14 +97,20 @@ SCHEMA: dict[str, Any] = {
 # Sections whose sub-keys are optional (settings of arms that may not be in the run).
 OPTIONAL_SECTIONS = {"topology", "mechanism"}
 
+# Every source may stop reading early: at most `max_documents` non-empty documents or `max_read_chars`
+# characters, in the source's own order (what a streamed hub dataset needs; data.max_chars, by contrast,
+# caps what was read, in content-hash order).
+BUDGET = {"max_documents": INT_POS, "max_read_chars": INT_POS}
 DOMAIN_SCHEMA = {
-    "builtin": {"source": None},
-    "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG},
+    "builtin": {"source": None, **BUDGET},
+    "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG, **BUDGET},
     "files": {"source": None, "paths": _list_of(_str), "format": choice(["text", "json", "parquet"]),
-              "text_field": _str},
-    "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str},
+              "text_field": _str, "document": choice(list(TEXT_DOCUMENTS)), **BUDGET},
+    "hf": {"source": None, "dataset": _str, "config": _str, "split": _str, "text_field": _str, **BUDGET},
 }
-DOMAIN_OPTIONAL = {"toy": {"seed"}, "files": {"format", "text_field"}, "hf": {"config", "text_field"}}
+DOMAIN_OPTIONAL = {source: set(BUDGET) | extra for source, extra in {
+    "builtin": set(), "toy": {"seed"}, "files": {"format", "text_field", "document"}, "hf": {"config", "text_field"},
+}.items()}
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -165,6 +171,9 @@ def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
                     errors.append(f"{key}.{k}: missing key (source {source!r} needs it)")
             elif check and (err := check(f"{key}.{k}", spec[k])):
                 errors.append(err)
+        if source == "files" and "document" in spec and spec.get("format", "text") != "text":
+            errors.append(f"{key}.document: {spec['document']!r} applies to format 'text' only (a {spec['format']} row "
+                          f"is one document); remove it")
 
 
 def _check_cross(p: dict, errors: list[str]) -> None:

@@ -3,63 +3,59 @@
 Layout of the output folder (what the `tokenize` stage writes):
     tokenizer.json              byte-level BPE trained on a balanced, seeded sample of all domains
     <domain>.<split>.bin        flat uint16/uint32 token ids, documents separated by <|endoftext|>
-    manifest.json               document and token counts, dtype, provenance, sha256 of every array
+    manifest.json               document and token counts, what was dropped or cut, provenance, sha256 of
+                                every array
+
+Memory does not grow with the corpus: each domain is streamed from its source into sorted shards on disk
+and merged into its splits (corpus.py), the tokenizer is trained on a sample of bounded size, and each split
+is encoded in batches appended to its array. Everything is written in a work folder beside the output and
+moved into it only when every domain is done, the manifest last, so a killed run leaves either the last
+complete output or none (TokenData refuses a folder without its manifest), and a rerun starts afresh.
 """
 from __future__ import annotations
 
 import hashlib
 import random
+import shutil
+from array import array
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from sparsecl.data.sources import load_documents
+from sparsecl.data.corpus import SHARD_CHARS, DocFile, split_domain
+from sparsecl.data.sources import DocumentStream
 from sparsecl.errors import EmptyDomainError, IntegrityError
-from sparsecl.io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
+from sparsecl.io import read_json, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")
 MIN_EVAL_TOKENS = 1024  # below this a domain's loss is too noisy to compare arms on
+ENCODE_CHARS = 1 << 20  # characters per encode_batch call: enough to keep every core busy, a few MB of ids
 
 
-def _unit_hash(salt: str, doc: str) -> float:
-    """A document's position in [0, 1), from its content: the same text always lands in the same place."""
-    return int.from_bytes(hashlib.sha1(f"{salt}\0{doc}".encode("utf-8", "replace")).digest()[:8], "big") / 2**64
-
-
-def select_and_split(docs: list[str], max_chars: int, val_fraction: float) -> dict[str, list[str]]:
-    """Cap the domain at `max_chars` (a content-ordered prefix) and split by document hash (no leakage:
-    a duplicated document lands in one split only)."""
-    unique = sorted(set(docs), key=lambda d: _unit_hash("order", d))
-    if max_chars:
-        kept, total = [], 0
-        for d in unique:
-            if total >= max_chars:
-                break
-            kept.append(d)
-            total += len(d)
-        unique = kept
-    split = {"train": [], "val": []}
-    for d in unique:
-        split["val" if _unit_hash("split", d) < val_fraction else "train"].append(d)
-    return split
-
-
-def train_tokenizer(splits: dict[str, dict[str, list[str]]], vocab_size: int, sample_chars: int, seed: int):
-    """Byte-level BPE on an equal-size seeded sample of every domain's train split."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    sample = []
-    for name in sorted(splits):
-        docs = list(splits[name]["train"])
-        random.Random(f"{seed}:{name}").shuffle(docs)
-        total = 0
-        for d in docs:
+def _sample(train: DocFile, sample_chars: int, seed: str) -> list[str]:
+    """The first `sample_chars` characters of the split's documents in a seeded shuffled order. The order is
+    that of random.shuffle on the list of documents, computed on their indices (8 bytes per document)."""
+    order = array("q", range(len(train)))
+    random.Random(seed).shuffle(order)
+    reader, sample, total = train.reader(), [], 0
+    try:
+        for i in order:
             if total >= sample_chars:
                 break
-            piece = d[: sample_chars - total]
+            piece = reader[i][: sample_chars - total]
             sample.append(piece)
             total += len(piece)
+    finally:
+        reader.close()
+    return sample
+
+
+def train_tokenizer(sample: list[str], vocab_size: int):
+    """Byte-level BPE on the given text sample."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -73,65 +69,141 @@ def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def encode(tok, docs: list[str], dtype) -> np.ndarray:
-    eot = tok.token_to_id(EOT)
-    ids: list[int] = []
-    for enc in tok.encode_batch(docs):
-        ids.extend(enc.ids)
-        ids.append(eot)
-    return np.asarray(ids, dtype=dtype)
+def encode_to(tok, docs: Iterable[str], path: Path, dtype) -> dict:
+    """Encode `docs` in batches (the tokenizer's batch API, on every core) and append them to the flat
+    array at `path`, each document followed by <|endoftext|>; return its token count and sha256."""
+    eot, digest, tokens = tok.token_to_id(EOT), hashlib.sha256(), 0
+
+    def flush(batch):
+        nonlocal tokens
+        ids: list[int] = []
+        for enc in tok.encode_batch(batch):
+            ids.extend(enc.ids)
+            ids.append(eot)
+        raw = np.asarray(ids, dtype=dtype).tobytes()
+        fh.write(raw)
+        digest.update(raw)
+        tokens += len(ids)
+
+    with open(path, "wb") as fh:
+        batch, chars = [], 0
+        for doc in docs:
+            batch.append(doc)
+            chars += len(doc)
+            if chars >= ENCODE_CHARS:
+                flush(batch)
+                batch, chars = [], 0
+        if batch:
+            flush(batch)
+    return {"tokens": tokens, "sha256": digest.hexdigest()}
 
 
-def build(params: dict, out_dir: str | Path) -> dict:
-    """Run the whole tokenize stage; return the manifest."""
-    data, tcfg = params["data"], params["tokenizer"]
+def _created_dirs(folder: Path) -> list[Path]:
+    """The folders (deepest first) that creating `folder` makes, so a refusal can leave none behind."""
+    made = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        made.append(p)
+    return made
+
+
+def build(params: dict, out_dir: str | Path, shard_chars: int = SHARD_CHARS) -> dict:
+    """Run the whole tokenize stage; return the manifest. `shard_chars` bounds the characters held in memory
+    at once while a domain is split; it does not change the output."""
     out_dir = Path(out_dir)
+    work = out_dir.parent / f".{out_dir.name}.work"
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run left
+    made = _created_dirs(work.parent)
+    work.mkdir(parents=True)
+    try:
+        manifest = _build(params, work, shard_chars)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "manifest.json").unlink(missing_ok=True)  # the old arrays stop being valid from here
+        for f in ["tokenizer.json", *(f"{n}.{s}.bin" for n in manifest["domains"] for s in SPLITS)]:
+            (work / f).replace(out_dir / f)
+        write_json(out_dir / "manifest.json", manifest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        for p in made:
+            if p.exists() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+    shutil.rmtree(work)
+    return manifest
+
+
+def _build(params: dict, work: Path, shard_chars: int) -> dict:
+    data, tcfg = params["data"], params["tokenizer"]
     names = list(dict.fromkeys(data["order"]))  # domains in use, in order, once each
-    splits, provenance = {}, {}
+    splits, entries = {}, {}
     for name in names:
-        docs, provenance[name] = load_documents(name, data["domains"][name], data["seed"])
-        splits[name] = select_and_split(docs, data["max_chars"], data["val_fraction"])
-        kept = sum(len(splits[name][s]) for s in SPLITS)
+        stream = DocumentStream(name, data["domains"][name], data["seed"])
+        splits[name], counts = split_domain(stream, work / name, data["max_chars"], data["val_fraction"], shard_chars)
+        kept = sum(len(f) for f in splits[name].values())
+        entries[name] = {"provenance": stream.provenance,
+                         "read": {**stream.read, "duplicates": stream.read["documents"] - counts["distinct"]},
+                         "max_chars_cut": {"documents": counts["cut_documents"], "chars": counts["cut_chars"]}}
         for s in SPLITS:
             if not splits[name][s]:
-                more = "raise data.max_chars" if data["max_chars"] and kept < len(set(docs)) else "add documents"
+                more = "raise data.max_chars" if counts["cut_documents"] else "add documents"
                 raise EmptyDomainError(
                     f"data.domains.{name}: the {s} split is empty; documents are split whole, by content hash, and "
                     f"this domain has {kept} distinct document(s) in use; {more} or adjust data.val_fraction")
-    tok = train_tokenizer(splits, tcfg["vocab_size"], tcfg["sample_chars"], data["seed"])
+    sample = [piece for name in sorted(splits)
+              for piece in _sample(splits[name]["train"], tcfg["sample_chars"], f"{data['seed']}:{name}")]
+    tok = train_tokenizer(sample, tcfg["vocab_size"])
+    del sample
     dtype = token_dtype(tok.get_vocab_size())
     # A small domain is evaluated on all of its val split (recorded, and said); a val split too small for
-    # even one window is refused. All are checked before anything is written, so a refusal leaves no output.
-    val = {name: encode(tok, splits[name]["val"], dtype) for name in names}
+    # even one window is refused. The val splits are encoded and checked first, so a refusal comes early.
+    arrays = {(name, "val"): encode_to(tok, splits[name]["val"], work / f"{name}.val.bin", dtype) for name in names}
     needed = min(data["eval_tokens"], MIN_EVAL_TOKENS)
     for name in names:
-        if min(data["eval_tokens"], val[name].size - 1) < needed:
+        have = arrays[name, "val"]["tokens"]
+        if min(data["eval_tokens"], have - 1) < needed:
             raise EmptyDomainError(
-                f"data.domains.{name}: its val split has {val[name].size} tokens, fewer than the "
+                f"data.domains.{name}: its val split has {have} tokens, fewer than the "
                 f"{needed + 1} needed for evaluation; raise data.val_fraction or data.max_chars")
-    with atomic_path(out_dir / "tokenizer.json") as tmp:
-        tok.save(str(tmp))
+    tok.save(str(work / "tokenizer.json"))
     manifest = {"vocab_size": tok.get_vocab_size(), "dtype": np.dtype(dtype).name, "eot": tok.token_to_id(EOT),
                 "domains": {}}
     for name in names:
-        entry = {"provenance": provenance[name]}
+        entry = entries[name]
         for s in SPLITS:
-            arr = val[name] if s == "val" else encode(tok, splits[name][s], dtype)
-            path = out_dir / f"{name}.{s}.bin"
-            with atomic_path(path) as tmp:
-                arr.tofile(tmp)
-            entry[s] = {"documents": len(splits[name][s]), "chars": sum(map(len, splits[name][s])),
-                        "tokens": int(arr.size), "sha256": sha256_bytes(arr.tobytes())}  # the bytes tofile wrote
+            if s == "train":
+                arrays[name, s] = encode_to(tok, splits[name][s], work / f"{name}.{s}.bin", dtype)
+            entry[s] = {"documents": len(splits[name][s]), "chars": splits[name][s].chars, **arrays[name, s]}
+        shutil.rmtree(work / name)  # the domain's documents, no longer needed
         entry["eval_tokens"] = min(data["eval_tokens"], entry["val"]["tokens"] - 1)
-        if entry["eval_tokens"] < data["eval_tokens"]:
-            print(f"[tokenize] note: {name} has {entry['val']['tokens']} val tokens, fewer than "
-                  f"data.eval_tokens={data['eval_tokens']}; it is evaluated on {entry['eval_tokens']}", flush=True)
+        _notes(name, entry, data)
         manifest["domains"][name] = entry
         print(f"[tokenize] {name:>10}: {entry['train']['documents']:6d} train docs {entry['train']['tokens']:9d} tokens"
               f" | {entry['val']['documents']:5d} val docs {entry['val']['tokens']:8d} tokens"
-              f" | {provenance[name]}", flush=True)
-    write_json(out_dir / "manifest.json", manifest)
+              f" | {entry['provenance']}", flush=True)
     return manifest
+
+
+def _notes(name: str, entry: dict, data: dict) -> None:
+    """Say what was dropped or cut: each is also in the manifest."""
+    read, cut = entry["read"], entry["max_chars_cut"]
+    if entry["eval_tokens"] < data["eval_tokens"]:
+        print(f"[tokenize] note: {name} has {entry['val']['tokens']} val tokens, fewer than "
+              f"data.eval_tokens={data['eval_tokens']}; it is evaluated on {entry['eval_tokens']}", flush=True)
+    if read["duplicates"] or read["empty"]:
+        print(f"[tokenize] note: {name}: of {read['documents'] + read['empty']} documents read, "
+              f"{read['duplicates']} repeated an earlier one and {read['empty']} were empty; both are dropped",
+              flush=True)
+    if cut["documents"]:
+        print(f"[tokenize] note: {name}: data.max_chars={data['max_chars']} cut {cut['documents']} documents "
+              f"({cut['chars']} characters)", flush=True)
+    budget = {k: v for k, v in data["domains"][name].items() if k in ("max_documents", "max_read_chars")}
+    if read["budget_reached"]:
+        print(f"[tokenize] note: {name}: reading stopped at its budget after {read['documents']} documents "
+              f"({read['chars']} characters)", flush=True)
+    elif budget:
+        print(f"[tokenize] note: {name}: the source ended before its budget {budget} was reached "
+              f"({read['documents']} documents, {read['chars']} characters)", flush=True)
 
 
 class TokenData:
