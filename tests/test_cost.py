@@ -116,3 +116,26 @@ def test_the_benchs_model_flops_are_6n_plus_attention_without_the_layernorms():
     n = cost.param_counts(model)["params_total"] - model.transformer.wpe.weight.numel()
     layernorms = (2 * L + 1) * C
     assert cost.train_flops(model) == 6 * (n - layernorms) + 12 * L * C * T
+
+
+def test_the_cost_module_and_the_model_import_no_higher_layer():
+    """cost.py imports nothing of the package; model/ imports neither topology/ nor anything above it."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "sparsecl"
+
+    def imported(path: Path) -> set[str]:
+        out = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Import):
+                out |= {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.module:  # `from sparsecl import cost`: sparsecl.cost
+                out |= {f"{n.module}.{a.name}" for a in n.names} if n.module == "sparsecl" else {n.module}
+        return out
+
+    assert not {m for m in imported(src / "cost.py") if m.startswith("sparsecl")}
+    allowed = ("sparsecl.model", "sparsecl.errors", "sparsecl.io", "sparsecl.cost")
+    for path in (src / "model").glob("*.py"):
+        inside = {m for m in imported(path) if m.startswith("sparsecl")}
+        assert all(m.startswith(allowed) for m in inside), (path.name, inside)

@@ -1,6 +1,8 @@
-"""Gathering sweeps from `dvc exp show --json`, on hand-made record trees (the real command runs on a real
-repository in test_pipeline.py)."""
+"""Gathering sweeps from `dvc.api.exp_show()`, on hand-made rows (tests/dvc_rows.py; the real command runs on
+a real repository in test_pipeline.py)."""
 import pytest
+from dvc_rows import exp_rows
+from dvc_rows import record as dvc_record
 
 from sparsecl.report import sweep
 from sparsecl.report.sweep import choose, gather, markdown, reference_arms
@@ -8,33 +10,36 @@ from sparsecl.report.sweep import choose, gather, markdown, reference_arms
 LAMBDA = "mechanism.ewc.lambda"
 
 
-def record(rev, density, forgetting, name=None, **extra):
-    headline = {f"metrics/headline/{t}-none-s0.json": {"data": {"forgetting": f, "bwt": -f, "final_avg_loss": 4.0 + f}}
+def record(rev, density, forgetting, name="", state=None):
+    headline = {f"metrics/headline/{t}-none-s0.json": {"forgetting": f, "bwt": -f, "final_avg_loss": 4.0 + f}
                 for t, f in (("dense", 1.0), ("random", forgetting))}
-    return {"rev": rev, "name": name, "error": None, **extra,
-            "data": {"params": {"params.yaml": {"data": {"density": density}}},
-                     "metrics": headline}}
+    return dvc_record(rev, {"density": density}, headline, name, state, deps={"data/tokens": "0" * 32 + ".dir"})
 
 
 def test_gather_keeps_finished_records_once_and_skips_the_rest():
-    queued = {"rev": "q1", "name": "queued-one", "data": {"params": {"params.yaml": {"data": {"density": 0.3}}},
-                                                          "metrics": {}}}  # no metrics yet
-    failed = record("f1", 0.2, 0.5, name="broken") | {"error": {"type": "ReproductionError"}}
-    running = {"name": "busy", "executor": {"state": "running"}, "revs": [record("r1", 0.3, 0.1, name="busy")]}
-    tree = [record("workspace", 0.1, 0.6),  # repeats the experiment `amber-fox`: dropped
-            record("abc1234def", 0.05, 0.8, name="main", experiments=[
-                {"name": "amber-fox", "executor": None, "revs": [record("e1e1e1e1", 0.1, 0.6, name="amber-fox")]},
-                {"name": "queued-one", "executor": {"state": "queued", "name": "dvc-task"}, "revs": [queued]},
-                {"name": "broken", "executor": None, "revs": [failed]}, running])]
+    queued = dvc_record("q1", {"density": 0.3}, {}, "queued-one", "Queued")  # no metrics yet
+    failed = record("f1", 0.2, 0.5, name="broken", state="Failed")
+    running = record("r1", 0.3, 0.1, name="busy", state="Running")
+    tree = exp_rows(record("workspace", 0.1, 0.6),  # repeats the experiment `amber-fox`: dropped
+                    record("main", 0.05, 0.8),  # the baseline commit, by its branch's name
+                    record("e1e1e1e", 0.1, 0.6, name="amber-fox"), queued, failed, running)
     rows = gather(tree)
     assert [(r["experiment"], r["density"], r["topology"]) for r in rows] == [
         ("main", 0.05, "dense"), ("main", 0.05, "random"), ("amber-fox", 0.1, "dense"), ("amber-fox", 0.1, "random")]
-    assert rows[1]["forgetting"] == 0.8 and rows[1]["seed"] == 0 and rows[1]["rev"] == "abc1234"
+    assert rows[1]["forgetting"] == 0.8 and rows[1]["seed"] == 0 and rows[1]["rev"] == "main"
     assert rows[1]["plasticity"] is None  # an older record without it: a gap, not a zero
     table = markdown(rows)
     assert "| 0.05 | 1.0000 | 0.8000 |" in table and "| 0.1 | 1.0000 | 0.6000 |" in table
     assert "## Plasticity" not in table  # no record has it
     assert reference_arms(rows, ("density",)) == {"dense-none"}  # its metrics do not move with density
+
+
+def test_a_record_with_one_arm_has_bare_metric_columns_read_as_that_arms():
+    """With one headline file DVC heads its columns `forgetting`, ...: the arm is the one the params name."""
+    params = {"density": 0.1, "topologies": ["random"], "mechanisms": ["none"], "seeds": [3]}
+    rows = exp_rows(dvc_record("abc1234", params, {"metrics/headline/random-none-s3.json": {"forgetting": 0.5}}))
+    assert "forgetting" in rows[0] and rows[0]["seeds"] == "[3]"
+    assert [(r["topology"], r["seed"], r["forgetting"]) for r in gather(rows)] == [("random", 3, 0.5)]
 
 
 # A lambda sweep: `none` does not read the key (the same metrics in every record), EWC forgets less as lambda
@@ -48,20 +53,22 @@ def lambda_record(rev, lam, arms, mechanisms=("none", "ewc")):
     summary = {arm: {"forgetting": f, "plasticity": p, "bwt": -f, "final_avg_loss": p + f, "core_forgetting": f}
                for arm, (f, p) in arms.items()}
     params = {"density": 0.05, "mechanisms": list(mechanisms), "mechanism": {"ewc": {"lambda": lam, "gamma": 1.0}}}
-    return {"rev": rev, "name": f"exp-{rev}", "error": None,
-            "data": {"params": {"params.yaml": {"data": params}},
-                     "metrics": {f"metrics/headline/{arm}.json": {"data": m} for arm, m in summary.items()}}}
+    return dvc_record(rev, params, {f"metrics/headline/{arm}.json": m for arm, m in summary.items()}, f"exp-{rev}")
 
 
-def lambda_tree():
+def lambda_records():
     exps = []
     for i, (lam, ((d0, d1, r0), p)) in enumerate(EWC.items()):
         arms = {"dense-none-s0": (1.5, 2.9), "random-none-s0": (1.1, 3.1),
                 "dense-ewc-s0": (d0, p), "dense-ewc-s1": (d1, p), "random-ewc-s0": (r0, p + 0.1)}
-        exps.append({"name": f"exp-{i}", "executor": None, "revs": [lambda_record(f"{i}" * 8, lam, arms)]})
+        exps.append(lambda_record(f"{i}" * 7, lam, arms))
     # The baseline commit at lambda 1 (written as an integer: the same point as 1.0) with `none` only.
-    base = lambda_record("b" * 40, 1, {"dense-none-s0": (1.5, 2.9), "random-none-s0": (1.1, 3.1)}, ["none"])
-    return [base | {"experiments": exps}]
+    base = lambda_record("b" * 7, 1, {"dense-none-s0": (1.5, 2.9), "random-none-s0": (1.1, 3.1)}, ["none"])
+    return [base, *exps]
+
+
+def lambda_tree():
+    return exp_rows(*lambda_records())
 
 
 def test_gather_any_swept_key_means_over_seeds_and_references():
@@ -102,9 +109,11 @@ def test_an_unknown_key_fails_naming_it_and_its_neighbours():
 def test_a_grid_of_two_keys_has_a_row_per_pair(tmp_path):
     def rec(rev, a, b, f):
         r = lambda_record(rev, 1.0, {"dense-derpp-s0": (f, 3.0)})
-        r["data"]["params"]["params.yaml"]["data"]["mechanism"]["derpp"] = {"alpha": a, "beta": b}
+        # one headline file: DVC heads its columns by the bare key, and the params name the arm
+        r["params"] |= {"mechanism.derpp.alpha": a, "mechanism.derpp.beta": b, "topologies": ["dense"],
+                        "mechanisms": ["derpp"], "seeds": [0]}
         return r
-    tree = [rec("1" * 8, 0.1, 0.5, 0.9), rec("2" * 8, 0.1, 1.0, 0.8), rec("3" * 8, 0.3, 0.5, 0.7)]
+    tree = exp_rows(rec("1" * 7, 0.1, 0.5, 0.9), rec("2" * 7, 0.1, 1.0, 0.8), rec("3" * 7, 0.3, 0.5, 0.7))
     keys = ("mechanism.derpp.alpha", "mechanism.derpp.beta")
     rows = gather(tree, keys)
     table = markdown(rows, keys)

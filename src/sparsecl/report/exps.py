@@ -5,45 +5,31 @@
 
 DVC's own table heads a column with its metrics file and key (`metrics/headline/random-none-s0.json:
 forgetting`, 46 characters), so three arms already overflow a 160-column terminal. This prints the same
-records, read from `dvc exp show --json` (the workspace, the baseline commit and its experiments, queued,
+records, read from `dvc.api.exp_show()` (the workspace, the baseline commit and its experiments, queued,
 running and failed ones left out), with the params that differ between them, then one block of columns per
 metric headed by the arms' short names.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+import pandas as pd
 
 from sparsecl.names import parse_arm
 from sparsecl.report.analyze import HEADLINE
-from sparsecl.report.sweep import exp_show, headline_arms, records
+from sparsecl.report.sweep import exp_show, records, show
 
 DEFAULT_METRICS = ("forgetting", "final_avg_loss")
 
 
-def _flat(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out = {}
-    for k, v in node.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
-def rows(exp_json: list) -> list[dict]:
+def rows(exp_rows: list[dict]) -> list[dict]:
     """Per finished record: its label, flat params and {arm: {metric: value}} from metrics/headline/."""
     out = []
-    for rec in records(exp_json):
-        data = rec["data"]
-        arms = headline_arms(data)
-        if not arms:
-            continue
-        rev = data.get("rev", "")
-        label = rev if rev == "workspace" else " ".join(filter(None, (rev[:7], rec.get("name"))))
-        out.append({"label": label,
-                    "params": _flat(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}),
-                    "arms": arms})
+    for rec in records(exp_rows):
+        named = rec.experiment != rec.rev  # an experiment: its rev and its name; a baseline: its branch or rev
+        out.append({"label": f"{rec.rev[:7]} {rec.experiment}" if named else rec.rev,
+                    "params": rec.params, "arms": rec.arms})
     return out
 
 
@@ -63,16 +49,16 @@ def table(records: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) -> st
     if unknown:
         raise SystemExit(f"error: --metric {', '.join(unknown)}: not a headline metric "
                          f"(allowed: {', '.join(HEADLINE)})")
-    keys = sorted({k for r in records for k in r["params"]})
-    varying = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in records}) > 1]
+    params = pd.DataFrame([{k: show(v) for k, v in r["params"].items()} for r in records])
+    varying = sorted(k for k in params if params[k].nunique(dropna=False) > 1)
     arms = sorted({a for r in records for a in r["arms"]})
     short = [_short(a, arms) for a in arms]
     head = ["experiment", *varying]
-    cells = [[r["label"], *(json.dumps(r["params"].get(k)).strip('"') for k in varying)] for r in records]
+    cells = [[r["label"], *(show(r["params"].get(k)).strip('"') for k in varying)] for r in records]
     for m in metrics:
         head += [f"{m}: {s}" if i == 0 else s for i, s in enumerate(short)]
         for r, row in zip(records, cells):
-            row += [f"{r['arms'][a][m]:.3f}" if m in r["arms"].get(a, {}) else "-" for a in arms]
+            row += [f"{r['arms'][a][m]:.3f}" if r["arms"].get(a, {}).get(m) is not None else "-" for a in arms]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(head)]
     left = 1 + len(varying)  # text columns; the numbers are right-aligned
 

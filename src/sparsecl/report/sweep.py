@@ -8,10 +8,10 @@ plasticity and final average loss, per arm.
     python -m sparsecl.report.sweep --preset sweep-ewc-lambda --choose          # its swept keys, and the pick
     python -m sparsecl.report.sweep --key mechanism.ewc.lambda                  # the same table, by key
 
-Reads `dvc exp show --json` (the workspace, the baseline commit and its experiments; `--all-commits`
-for every commit's) and keeps each record that has every swept key in params.yaml and
-metrics/headline/. Queued, running and failed experiments are skipped (by their executor's state, or an
-error, or no summary metrics); the workspace is skipped when it only repeats an experiment (as it does after
+Reads `dvc.api.exp_show()`'s rows (the workspace, the baseline commit and its experiments; `--all-commits`
+for every first-parent commit's) into pandas and keeps each record that has every swept key in params.yaml
+and metrics/headline/. Queued, running and failed experiments are skipped (by their executor's state, or an
+error, or no headline metrics); the workspace is skipped when it only repeats an experiment (as it does after
 `dvc exp run`). One row per (record, arm): `<out>/<keys>_forgetting.csv` (`density_forgetting.csv` for the
 default); means over seeds and repeated records per swept value and arm: `.md` and `.png`. An arm whose
 metrics are the same at every swept value does not read the key (dense under a density sweep, `none`
@@ -24,20 +24,23 @@ the sweep. It is read on whatever records the sweep ran; docs/EXPERIMENTS.md say
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
-import subprocess
+import re
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sparsecl import presets
 from sparsecl.io import write_text
-from sparsecl.names import parse_arm
+from sparsecl.names import arm_name, parse_arm
 from sparsecl.report import plots  # first: it selects the Agg backend
-from sparsecl.report.analyze import csv_text
+from sparsecl.report.analyze import HEADLINE, VERDICT_FIGURES
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
 HEADLINE_DIR = "metrics/headline/"  # the declared metrics: <arm>.json each
@@ -45,50 +48,109 @@ VALUES = ("forgetting", "plasticity", "bwt", "final_avg_loss", "core_forgetting"
 SHOWN = (("forgetting", "Forgetting"), ("plasticity", "Plasticity"), ("final_avg_loss", "Final average loss"))
 MARGIN = 0.02  # nats: about one seed-to-seed sd of a loss difference at these sizes (params.yaml `analysis`)
 _MISSING = object()
+META = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")  # exp_show's own columns
+NOT_FINISHED = ("Queued", "Running", "Failed")  # an executor's state
+METRIC_KEYS = {*HEADLINE, *VERDICT_FIGURES, "tests"}  # the declared metrics' keys (a bare column is one of them)
+_GAPS = ("None", "-", "!", "")
+_DEP_HASH = re.compile(r"[0-9a-f]{32}(\.dir)?")  # a stage dependency's column holds its md5
 
 
-def exp_show(all_commits: bool = False) -> list:
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd[2:])} failed:\n{proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+def exp_show(all_commits: bool = False) -> list[dict]:
+    """`dvc.api.exp_show()`: one row per record (the workspace, the baseline commit and its experiments; with
+    `all_commits`, every first-parent commit before HEAD too)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    try:
+        return dvc.api.exp_show(num=-1 if all_commits else 1)
+    except DvcException as e:
+        raise SystemExit(f"error: dvc.api.exp_show failed: {e}") from e
 
 
-def records(node):
-    """Every row of `dvc exp show --json` at any depth: baselines, and their experiments' revisions, except
-    experiments whose executor is not done (a running one can show the metrics files it started from)."""
-    if isinstance(node, list):
-        for item in node:
-            yield from records(item)
-    elif isinstance(node, dict):
-        executor = node.get("executor")
-        if isinstance(executor, dict) and executor.get("state") in ("queued", "running", "failed"):
-            return
-        if isinstance(node.get("data"), dict):
-            yield node
-        for key in ("experiments", "revs"):
-            yield from records(node.get(key))
+@dataclass
+class Record:
+    """One finished record of `exp_show`: its label (the experiment's name, else its rev), its rev, its
+    params (flat dotted keys) and {arm: its headline metrics}."""
+    experiment: str
+    rev: str
+    params: dict[str, object]
+    arms: dict[str, dict]
 
 
-def headline_arms(data: dict) -> dict[str, dict]:
-    """{arm: its headline metrics} of one `dvc exp show --json` record, from metrics/headline/<arm>.json."""
-    return {path[len(HEADLINE_DIR):-len(".json")]: (entry or {}).get("data") or {}
-            for path, entry in (data.get("metrics") or {}).items() if path.startswith(HEADLINE_DIR)}
+def _cell(value):
+    """A cell back as a value: DVC's rows give a number as a float and anything else as its str (a list or a
+    mapping as Python writes it); a missing value is None, "None", "-" or "!" (an unreadable file)."""
+    if not isinstance(value, str):
+        return value
+    if value in _GAPS:
+        return None
+    if value in ("True", "False"):
+        return value == "True"
+    if value[:1] in "[{":
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
 
 
-def _file_data(data: dict, kind: str, path: str) -> dict:
-    entry = (data.get(kind) or {}).get(path) or {}
-    return entry.get("data") or {}
+def records(rows: list[dict]) -> list[Record]:
+    """The finished records of `exp_show` rows: queued, running and failed experiments (by their executor's
+    state) are left out, and so are records without headline metrics (not run yet, or an error).
+
+    A row's columns: DVC's own (META), `<metrics file>:<key>` (the bare key where only one file has it:
+    then the only arm that the record's params name), params by their dotted key (`params.yaml:<key>` where a
+    metric has the same name) and each stage dependency by its path, valued by its hash (not a param)."""
+    deps = _dep_columns(rows)
+    out = []
+    for row in rows:
+        if row.get("State") in NOT_FINISHED:
+            continue
+        params, arms = _parse(row, deps)
+        if arms:
+            rev = str(row.get("rev") or "")
+            out.append(Record(row.get("Experiment") or rev, rev, params, arms))
+    return out
+
+
+def _dep_columns(rows: list[dict]) -> set[str]:
+    return {k for r in rows for k, v in r.items() if isinstance(v, str) and _DEP_HASH.fullmatch(v)}
+
+
+def _parse(row: dict, deps: set[str]) -> tuple[dict, dict]:
+    """One row's params and {arm: its headline metrics} (arms whose every figure is missing left out)."""
+    params, arms, bare = {}, defaultdict(dict), {}
+    for column, value in row.items():
+        path, _, key = column.rpartition(":")
+        if column in META or column in deps or path not in ("", "params.yaml") and not path.startswith(HEADLINE_DIR):
+            continue
+        value = _cell(value)
+        if path.startswith(HEADLINE_DIR):
+            arms[path[len(HEADLINE_DIR):-len(".json")]][key] = value
+        elif not path and key in METRIC_KEYS:
+            bare[key] = value
+        elif "/" not in key:
+            params[key] = value
+    if any(v is not None for k, v in bare.items() if k in HEADLINE):
+        arms[_only_arm(params)] = {k: v for k, v in bare.items() if k in HEADLINE}
+    return params, {a: m for a, m in arms.items() if any(v is not None for v in m.values())}
+
+
+def _only_arm(params: dict) -> str:
+    """The one arm a record's params name (its topologies x mechanisms x seeds)."""
+    lists = [params.get(k) or [] for k in ("topologies", "mechanisms", "seeds")]
+    if any(len(v) != 1 for v in lists):
+        raise SystemExit("error: `dvc exp show` gives headline metrics without their arm's file, and the record's "
+                         f"params name {' x '.join(str(len(v)) for v in lists)} topologies x mechanisms x seeds")
+    return arm_name(*(v[0] for v in lists))
 
 
 def _lookup(params: dict, key: str):
-    node = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+    """A flat params key's value; a section (keys below it) as a mapping, as params.yaml has it."""
+    if key in params:
+        return params[key]
+    below = {k[len(key) + 1:]: v for k, v in params.items() if k.startswith(f"{key}.")}
+    return below or _MISSING
 
 
 def _swept_value(key: str, value):
@@ -103,46 +165,42 @@ def _unknown_key(key: str, all_params: list[dict]) -> SystemExit:
     """Names the key and what params.yaml has beside it (the keys of its deepest existing section)."""
     parts = key.split(".")
     for depth in range(len(parts) - 1, -1, -1):
-        section = parts[:depth]
-        nearby = sorted({k for p in all_params
-                         if isinstance(node := (_lookup(p, ".".join(section)) if section else p), dict)
-                         for k in node})
+        section = ".".join(parts[:depth])
+        nearby = sorted({k[len(section) + 1 if section else 0:].split(".")[0] for p in all_params for k in p
+                         if not section or k.startswith(f"{section}.")})
         if nearby:
-            where = f"under {'.'.join(section)!r}" if section else "at the top level"
+            where = f"under {section!r}" if section else "at the top level"
             return SystemExit(f"error: no record in `dvc exp show` has the params key {key!r} in params.yaml "
                               f"({where} it has: {', '.join(nearby)})")
     return SystemExit(f"error: no record in `dvc exp show` has the params key {key!r} (no params.yaml at all)")
 
 
-def gather(exp_json: list, keys: tuple[str, ...] = ("density",)) -> list[dict]:
+def gather(exp_rows: list[dict], keys: tuple[str, ...] = ("density",)) -> list[dict]:
     """One row per (finished record, arm): experiment, rev, each swept key's value, topology, mechanism, seed,
     metrics. A key no record has (finished or not) fails, naming it."""
-    finished, all_params = [], []
-    for rec in records(exp_json):
-        params = _file_data(rec["data"], "params", "params.yaml")
-        all_params.append(params)
-        summary = headline_arms(rec["data"])
-        values = [_lookup(params, k) for k in keys]
-        if rec.get("error") or _MISSING in values or not summary:
-            continue
-        finished.append((rec, tuple(_swept_value(k, v) for k, v in zip(keys, values)), summary))
+    deps = _dep_columns(exp_rows)
+    all_params = [_parse(r, deps)[0] for r in exp_rows]
     for key in keys:
         if all(_lookup(p, key) is _MISSING for p in all_params):
             raise _unknown_key(key, all_params)
+    finished = []
+    for rec in records(exp_rows):
+        values = [_lookup(rec.params, k) for k in keys]
+        if _MISSING not in values:
+            finished.append((rec, tuple(_swept_value(k, v) for k, v in zip(keys, values))))
     # The workspace last, so a workspace that repeats an experiment is the copy that is dropped.
-    finished.sort(key=lambda f: f[0].get("rev") == "workspace")
+    finished.sort(key=lambda f: f[0].rev == "workspace")
     rows, seen = [], set()
-    for rec, point, summary in finished:
-        dedup = json.dumps([point, summary], sort_keys=True)
+    for rec, point in finished:
+        dedup = json.dumps([point, rec.arms], sort_keys=True)
         if dedup in seen:
             continue
         seen.add(dedup)
-        rev = str(rec.get("rev") or "")
-        for arm, m in summary.items():
-            if not isinstance(m, dict) or "forgetting" not in m:
+        for arm, m in rec.arms.items():
+            if m.get("forgetting") is None:
                 continue
             name = parse_arm(arm)
-            rows.append({"experiment": rec.get("name") or rev[:7], "rev": rev[:7], **dict(zip(keys, point)),
+            rows.append({"experiment": rec.experiment, "rev": rec.rev[:7], **dict(zip(keys, point)),
                          "topology": name.topology, "mechanism": name.mechanism, "seed": name.seed,
                          **{v: m.get(v) for v in VALUES}})  # None: an older record without it
     return sorted(rows, key=lambda r: (*_order(point_of(r, keys)), r["topology"], r["mechanism"], r["seed"]))
@@ -161,13 +219,23 @@ def arm_of(row: dict) -> str:
     return f"{row['topology']}-{row['mechanism']}"
 
 
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a table, with each row's arm (topology-mechanism) and its metrics as numbers (None: NaN)."""
+    df = pd.DataFrame(rows)
+    df["arm"] = df["topology"] + "-" + df["mechanism"]
+    for v in VALUES:
+        df[v] = pd.to_numeric(df[v], errors="coerce")
+    return df
+
+
 def means(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple[str, tuple], float]:
-    """(topology-mechanism, swept point) -> mean over seeds and records."""
-    groups = defaultdict(list)
-    for r in rows:
-        if r[value] is not None:
-            groups[(arm_of(r), point_of(r, keys))].append(r[value])
-    return {k: float(np.mean(v)) for k, v in groups.items()}
+    """(topology-mechanism, swept point) -> mean over seeds and records (without the records lacking it)."""
+    if not rows:
+        return {}
+    df = frame(rows)
+    # sort=False: an axis may mix numbers and names, which do not sort together
+    m = df.groupby(["arm", *keys], sort=False)[value].mean().dropna()
+    return {(idx[0], tuple(idx[1:])): float(v) for idx, v in m.items()}
 
 
 def reference_arms(rows: list[dict], keys: tuple[str, ...]) -> set[str]:
@@ -198,16 +266,19 @@ def choose(rows: list[dict], keys: tuple[str, ...], margin: float = MARGIN) -> d
     return {"point": pick, "arms": arms, "admissible": admissible, "margin": margin}
 
 
-def varying_params(exp_json: list, rows: list[dict], keys: tuple[str, ...]) -> dict[str, list]:
+def varying_params(exp_rows: list[dict], rows: list[dict], keys: tuple[str, ...]) -> dict[str, list]:
     """Params keys, besides the swept ones, that differ between the records the rows came from: the means
     are taken over them, so the table says which."""
     revs = {r["rev"] for r in rows}
-    values = defaultdict(set)
-    for rec in records(exp_json):
-        if str(rec.get("rev") or "")[:7] in revs:
-            for k, v in presets.flatten(_file_data(rec["data"], "params", "params.yaml")).items():
-                values[k].add(json.dumps(v))
-    return {k: sorted(v) for k, v in values.items() if len(v) > 1 and k not in keys}
+    params = pd.DataFrame([{k: show(v) for k, v in rec.params.items()}
+                           for rec in records(exp_rows) if rec.rev[:7] in revs])
+    return {k: sorted(params[k].dropna().unique()) for k in params
+            if params[k].nunique() > 1 and k not in keys}
+
+
+def show(value) -> str:
+    """A params value as the tables print it: a number as %g (1 and 1.0 alike), anything else as JSON."""
+    return _fmt(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else json.dumps(value)
 
 
 def _fmt(v) -> str:
@@ -302,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--margin", type=float, default=MARGIN,
                         help=f"plasticity margin of the rule, in nats (default {MARGIN})")
     parser.add_argument("--out", default="sweep", help="output folder (default: sweep)")
-    parser.add_argument("--all-commits", action="store_true", help="records of every commit, not only HEAD's")
+    parser.add_argument("--all-commits", action="store_true",
+                        help="records of every commit before HEAD too, not only HEAD's")
     args = parser.parse_args(argv)
     if args.preset:
         keys = tuple(presets.sweep_of(presets.load(args.preset)))
@@ -310,16 +382,17 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: preset {args.preset!r} has no `{presets.SWEEP}` section")
     else:
         keys = tuple(args.key or ["density"])
-    exp_json = exp_show(args.all_commits)
-    rows = gather(exp_json, keys)
+    exp_rows = exp_show(args.all_commits)
+    rows = gather(exp_rows, keys)
     if not rows:
         raise SystemExit(f"error: no finished experiment with {', '.join(keys)} and metrics/headline/ in `dvc exp show`")
     choice = choose(rows, keys, args.margin) if args.choose else None
     if args.choose and choice is None:
         print("note: no pick: the rule needs a swept arm at two values or more", file=sys.stderr)
     out, stem = Path(args.out), "+".join(keys) + "_forgetting"
-    write_text(out / f"{stem}.csv", csv_text(rows))
-    text = markdown(rows, keys, choice, varying_params(exp_json, rows, keys))
+    # csv.DictWriter's CRLF rows, as every CSV of the project has them
+    write_text(out / f"{stem}.csv", pd.DataFrame(rows).to_csv(index=False, lineterminator="\r\n"))
+    text = markdown(rows, keys, choice, varying_params(exp_rows, rows, keys))
     write_text(out / f"{stem}.md", text)
     plot(rows, out / f"{stem}.png", keys)
     print(text)
