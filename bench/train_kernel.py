@@ -6,8 +6,10 @@ hits both alike, at the default width and wider ones.
     python bench/train_kernel.py --widths 512 --rho 0.1   # another shape or density
     python bench/train_kernel.py --tiny --widths 32 --steps 1  # smoke run
 
-Both start from the same model; batch and block size are the params' (16 x 128 tokens by default). Prints
-figures only; it asserts nothing about time.
+Both start from the same model; batch and block size are the params' (16 x 128 tokens by default). Then,
+for the widest model's MLP c_fc matrix at the batch's tokens, the parts of its forward and backward: dense
+(F.linear and its backward) vs the sparse kernel's forward, dX and dW, to show where the step's time goes.
+Prints figures only; it asserts nothing about time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from common import bench_params, bench_parser, train_step
 
 from sparsecl.model import GPT, config_from_params
+from sparsecl.model.sparse_export import time_calls
 from sparsecl.model.sparse_linear import SparseKernels
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import make_optimizer
@@ -61,6 +64,28 @@ def main() -> None:
         print(f"  width {width:5d}: masked {rate['masked']:9,.0f} tokens/s, sparse {rate['sparse']:9,.0f} tokens/s, "
               f"sparse / masked {rate['sparse'] / rate['masked']:.2f}x  (max |weight diff| after "
               f"{args.steps + 1} steps {drift:.1e})")
+    parts(models["masked"], bs * T, max(1, args.steps))
+
+
+def parts(model: GPT, tokens: int, repeats: int) -> None:
+    """Median ms of the dense and sparse products of one MLP c_fc matrix, forward and backward."""
+    layer = model.transformer.h[0].mlp.c_fc
+    with SparseKernels(model) as kernels:
+        sparse = kernels.swapped["transformer.h.0.mlp.c_fc"]
+    pattern, values = sparse.pattern, sparse.values.detach()
+    x, dy = torch.randn(tokens, layer.in_features), torch.randn(tokens, layer.out_features)
+    w = layer.effective_weight.detach().requires_grad_()
+    xg = x.clone().requires_grad_()
+
+    def dense():
+        torch.nn.functional.linear(xg, w).backward(dy)
+
+    sec = time_calls({"dense forward + backward": dense, "sparse forward": lambda: pattern.mm(x, values),
+                      "sparse dX": lambda: pattern.mm_t(dy, values), "sparse dW": lambda: pattern.sampled(dy, x)},
+                     repeats)
+    print(f"  one {layer.out_features}x{layer.in_features} matrix (c_fc), {tokens} tokens, rho "
+          f"{pattern.nnz / layer.weight.numel():.3f}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sec.items())
+          + f"; dense / sparse {sec['dense forward + backward'] / sum(v for k, v in sec.items() if k.startswith('sparse')):.2f}x")
 
 
 if __name__ == "__main__":
