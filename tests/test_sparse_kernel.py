@@ -68,7 +68,7 @@ def test_a_checkpoint_of_one_kernel_resumes_with_the_other(toy_params, tmp_path,
     reference = _model(toy_params)
     _train(reference, toy_params, "masked", 4, tmp_path, "ref.pt")
 
-    def killed(done):
+    def killed(done, masked):
         if done == 3:  # after the step-2 checkpoint
             raise KeyboardInterrupt
 

@@ -69,6 +69,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def from_main(value):
+    """Rank 0's `value` on every rank: a choice made by timing (train.kernel: auto) must not differ between
+    ranks, whose DDP models would then hold different parameters."""
+    if world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
 def check_identical(what: str, digest: str) -> None:
     """Check that every rank holds the same `what`, given its content hash on this rank (else an error naming
     the ranks that differ): a mask that differs between ranks would train a model that exists nowhere."""

@@ -93,6 +93,8 @@ def choose_kernel(model, tcfg: dict, mechanism: Mechanism, x: torch.Tensor, y: t
         return "masked", f"{type(mechanism).__name__} reads weights by shape (sparse kernel: {SPARSE_KERNEL_MECHANISMS})"
     if not any(m.mask is not None for m in model.masked_layers().values()):
         return "masked", "no masked matrix"
+    if device.type != "cpu":  # no bf16 sparse products, and their timing would need a device sync
+        return "masked", f"the sparse kernel is CPU-only (device {device.type})"
     if kernel == "sparse":
         return "sparse", "train.kernel: sparse"
     rng = torch.get_rng_state()
@@ -100,9 +102,9 @@ def choose_kernel(model, tcfg: dict, mechanism: Mechanism, x: torch.Tensor, y: t
     with SparseKernels(model):
         sparse_s = _step_seconds(model, x, y, device, repeats)
     torch.set_rng_state(rng)
-    choice = "sparse" if sparse_s < masked_s else "masked"
+    choice = distributed.from_main("sparse" if sparse_s < masked_s else "masked")
     return choice, (f"train.kernel: auto, forward + backward of the first batch: masked {masked_s * 1e3:.1f} ms, "
-                    f"sparse {sparse_s * 1e3:.1f} ms")
+                    f"sparse {sparse_s * 1e3:.1f} ms (rank 0's)")
 
 
 @dataclass
@@ -117,14 +119,15 @@ class PhaseResult:
 def train_phase(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, tcfg: dict, *, seed: int, phase: int,
                 mechanism: Mechanism, device: torch.device, resume_file: Path, label: str,
                 log: Callable[[dict], None] | None = None,
-                on_step: Callable[[int], None] | None = None) -> PhaseResult:
+                on_step: Callable[[int, Callable], None] | None = None) -> PhaseResult:
     """Train `model` on `tokens` for `n_tokens`, resuming from `resume_file` if it holds this phase.
 
     The batch at each step depends only on (seed, phase, step), and model, optimizer, mechanism and RNG
     state are checkpointed together, so a killed and resumed phase ends with the same weights as an
     uninterrupted one (on CPU). Under torchrun each rank trains on its slice of every batch (DDP averages
-    the gradients) and only rank 0 logs and writes the in-phase checkpoint. `on_step(steps done)` runs
-    after every optimizer step (the sequential stage saves its learning-speed checkpoint there).
+    the gradients) and only rank 0 logs and writes the in-phase checkpoint. `on_step(steps done, masked)`
+    runs after every optimizer step (the sequential stage saves its learning-speed checkpoint there, inside
+    `masked()`, which puts the masked matrices back for as long as it lasts under the sparse kernel).
     """
     block = model.cfg.block_size
     steps = steps_for(n_tokens, tcfg, block)
@@ -199,8 +202,7 @@ def _train(model, tokens, steps: int, start: int, state: dict | None, tcfg: dict
         done = step + 1
         mechanism.after_step(model, done, steps)
         if on_step:
-            with masked():  # it may save the model
-                on_step(done)
+            on_step(done, masked)  # it enters masked() only when it saves the model
         if done % tcfg["log_every"] == 0 or done == steps or done % tcfg["ckpt_every"] == 0:
             # The only host sync: once per logging window, never per step. A window with a non-finite loss,
             # gradient or weight stops the run before anything is logged or saved from it.

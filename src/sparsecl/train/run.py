@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,9 +346,10 @@ def train_later_phase(run: ArmRun, k: int, model: GPT, mech, log: StepLog | None
     t0 = time.perf_counter()
     early = run.resume / early_checkpoint(k)
 
-    def save_early(done: int) -> None:
+    def save_early(done: int, masked=nullcontext) -> None:
         if done == speed_steps and main:
-            run.save(early, model, k, step=done)
+            with masked():  # the model in its masked form, whatever kernel the phase trains with
+                run.save(early, model, k, step=done)
 
     trained = train_phase(model, run.data.array(domain, "train"), run.params["phase"]["tokens"], run.tcfg,
                           seed=run.seed, phase=k, mechanism=mech, device=run.device,
@@ -356,7 +358,8 @@ def train_later_phase(run: ArmRun, k: int, model: GPT, mech, log: StepLog | None
     if main and not early.exists():  # a phase shorter than speed_steps: its end is the early point
         save_early(speed_steps)
     mech.end_phase(k, domain, model, run.data.array(domain, "train"))
-    result.phases[label] = {"tokens": trained.tokens, "steps": trained.steps, "final_train_loss": trained.final_loss}
+    result.phases[label] = {"tokens": trained.tokens, "steps": trained.steps, "final_train_loss": trained.final_loss,
+                            "kernel": trained.kernel}
     result.seconds[label] = round(time.perf_counter() - t0, 2)
     if main:
         write_json(run.resume / "summary.json", {"phases": result.phases, "seconds": result.seconds})
