@@ -176,12 +176,14 @@ def _check_domains(domains: Any, prefix: str, errors: list[str]) -> None:
                           f"is one document); remove it")
 
 
+def mapping(node: dict, key: str) -> dict:
+    """node[key] where it is a mapping, else {}: a section of the wrong type was reported by the per-key
+    check, and the cross-key checks only must not crash on it."""
+    return node[key] if isinstance(node.get(key), dict) else {}
+
+
 def _check_cross(p: dict, errors: list[str]) -> None:
     """Relations between keys that a per-key check cannot see."""
-    # A section or key of the wrong type was reported by _check; here it only must not crash.
-    def mapping(node, key):
-        return node[key] if isinstance(node.get(key), dict) else {}
-
     data, model = mapping(p, "data"), mapping(p, "model")
     domains = mapping(data, "domains")
     order = data.get("order") if isinstance(data.get("order"), list) else []
@@ -288,24 +290,23 @@ def _check_mechanism_fit(p: dict, blocks: dict, errors: list[str]) -> None:
     """Mechanism settings that only the model and the topologies can refuse: refused here, so that a run
     does not stop at its first sequential stage, after the lr grid and pretraining."""
     mechanisms = p.get("mechanisms") if isinstance(p.get("mechanisms"), list) else []
-    settings = p.get("mechanism") if isinstance(p.get("mechanism"), dict) else {}
-    model = p["model"]
-    ssd = settings.get("ssd") if isinstance(settings.get("ssd"), dict) else {}
+    settings, model = mapping(p, "mechanism"), p["model"]
+    ssd = mapping(settings, "ssd")
     if "ssd" in mechanisms and model["mlp_activation"] == "topk" and isinstance(ssd.get("k"), int) \
             and ssd["k"] != model["topk_k"]:
         errors.append(f"mechanism.ssd.k: {ssd['k']} differs from model.topk_k={model['topk_k']}, the units the "
                       f"Top-K activation lets fire; allowed: {model['topk_k']} with model.mlp_activation topk")
-    postprune = settings.get("postprune") if isinstance(settings.get("postprune"), dict) else {}
-    rho, density = postprune.get("rho"), p.get("density")
+    rho, density = mapping(settings, "postprune").get("rho"), p.get("density")
     if "postprune" not in mechanisms or number(0, 1, lo_open=True)("rho", rho) is not None or rho == 1 \
             or number(0, 1, lo_open=True)("density", density) is not None:
         return  # not run, reported by the per-key check, or rho 1: the off switch, which prunes nothing
     topologies = p.get("topologies") if isinstance(p.get("topologies"), list) else []
-    topology = p.get("topology") if isinstance(p.get("topology"), dict) else {}
+    topology = mapping(p, "topology")
     for name in topologies:
-        own = topology.get(name, {}) if isinstance(name, str) else None
-        if name not in TOPOLOGIES or not isinstance(own, dict) or (
-                "allocation" in TOPOLOGIES[name].SCHEMA and own.get("allocation") not in ALLOCATIONS):
+        if not isinstance(name, str) or name not in TOPOLOGIES or not isinstance(topology.get(name, {}), dict):
+            continue  # reported by the per-key check
+        own = topology.get(name, {})
+        if "allocation" in TOPOLOGIES[name].SCHEMA and own.get("allocation") not in ALLOCATIONS:
             continue  # reported by the per-key check
         kept = kept_per_matrix(name, blocks, density, {**own, "n_head": model["n_head"]})
         if all(kept[n] <= round(rho * n_out * n_in) for n, (_, (n_out, n_in)) in blocks.items()):
