@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from sparsecl import cost
 from sparsecl.model.gpt import GPT, MaskedLinear
-from sparsecl.model.sparse_linear import SparseLinear
+from sparsecl.model.sparse_linear import SparseLinear, swap
 
 # A nonzero costs more than a dense kernel's weight (an indexed row instead of packed FMAs): on the 2-core CPU
 # a model whose matrices are all sparse is as fast as the dense one at 30-40% nonzeros with batch 8 and 50-60%
@@ -36,8 +36,7 @@ def export_sparse(model: GPT, max_density: float = MAX_DENSITY) -> GPT:
     sparse = copy.deepcopy(model).cpu().eval().requires_grad_(False)
     for name, layer in sparse.masked_layers().items():
         if nonzeros(layer) <= max_density * layer.weight.numel():
-            parent, attr = name.rsplit(".", 1)
-            setattr(sparse.get_submodule(parent), attr, SparseLinear(layer, keep=layer.effective_weight != 0))
+            swap(sparse, name, SparseLinear(layer, keep=layer.effective_weight != 0))
     return sparse
 
 

@@ -122,7 +122,6 @@ class SparseLinear(nn.Module):
         self.pattern = CSRPattern(keep.bool())
         self.values = nn.Parameter(self.pattern.gather(weight).clone(), requires_grad=layer.weight.requires_grad)
         self.bias = layer.bias  # the same Parameter: its optimizer state carries over
-        self.blocks = getattr(layer, "blocks", 1)
         self.init_gain = getattr(layer, "init_gain", 1.0)
 
     @property
@@ -151,25 +150,25 @@ class SparseLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
+def swap(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` at the dotted `name` of `model` in place of what is there."""
     parent, attr = name.rsplit(".", 1)
     setattr(model.get_submodule(parent), attr, module)
 
 
 class SparseKernels:
-    """A context in which every masked matrix of `model` (a GPT) at most `max_density` dense is a
+    """A context in which every masked matrix of `model` (a GPT) is a
     `SparseLinear` on its mask's entries (build the optimizer inside it). On leaving it, also on an error,
     the values are written back into the masked layers, which return; their masked entries are 0."""
 
-    def __init__(self, model: nn.Module, max_density: float = 1.0):
+    def __init__(self, model: nn.Module):
         self.model = model
-        self.layers = {n: m for n, m in model.masked_layers().items()
-                       if m.mask is not None and m.density <= max_density}
+        self.layers = {n: m for n, m in model.masked_layers().items() if m.mask is not None}
         self.swapped = {n: SparseLinear(m) for n, m in self.layers.items()}
 
     def _put(self, modules: dict[str, nn.Module]) -> None:
         for name, module in modules.items():
-            _swap(self.model, name, module)
+            swap(self.model, name, module)
 
     def __enter__(self) -> "SparseKernels":
         with torch.no_grad():  # the masked path keeps them 0 already; then writing back the kept ones suffices
@@ -179,7 +178,7 @@ class SparseKernels:
         return self
 
     def __exit__(self, *exc) -> None:
-        with torch.no_grad():  # O(kept weights): cheap enough for a checkpoint at every step
+        with torch.no_grad():  # O(kept weights)
             for name, layer in self.layers.items():
                 layer.weight.view(-1).index_copy_(0, self.swapped[name].pattern.flat, self.swapped[name].values)
         self._put(self.layers)
