@@ -31,6 +31,12 @@ def bench_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def with_width(params: dict, width: int) -> dict:
+    """`params` at residual width `width`, with heads of 64 (at least one), as the width sweeps of the benches."""
+    params["model"].update(n_embd=width, n_head=max(1, width // 64))
+    return params
+
+
 def train_step(step_fn, model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, grad_clip: float,
                device: torch.device) -> None:
     """One optimizer step as the pipeline's training loop takes it (train/loop.py): autocast, backward,

@@ -16,7 +16,7 @@ dense / sparse forward FLOPs per token (attention counted over a full context). 
 from __future__ import annotations
 
 import torch
-from common import bench_params, bench_parser
+from common import bench_params, bench_parser, with_width
 from sparse_inference import floor_model
 
 from sparsecl.model import GPT, config_from_params
@@ -40,7 +40,7 @@ def main() -> None:
     print("width batch  rho    dense tok/s  masked tok/s  sparse tok/s  floor tok/s  sparse/dense  floor/dense  "
           "share of floor  FLOP ratio  same tokens")
     for width in (int(w) for w in args.widths.split(",")):
-        params["model"].update(n_embd=width, n_head=max(1, width // 64))
+        with_width(params, width)
         cfg = config_from_params(params, args.vocab)
         torch.manual_seed(0)
         dense = GPT(cfg).eval()

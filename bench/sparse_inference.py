@@ -17,7 +17,7 @@ import copy
 
 import torch
 import torch.nn as nn
-from common import bench_params, bench_parser
+from common import bench_params, bench_parser, with_width
 
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.sparse_export import export_sparse, inference_complexity, next_token_logits, time_calls
@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     params = bench_params(args)
     if args.width:
-        params["model"].update(n_embd=args.width, n_head=max(1, args.width // 64))
+        with_width(params, args.width)
     cfg = config_from_params(params, args.vocab)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {params['model']}, "
           f"vocab {args.vocab}; median of {args.repeats} round-robin calls")

@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
-from common import bench_params, bench_parser, train_step
+from common import bench_params, bench_parser, train_step, with_width
 
 from sparsecl.model import GPT, config_from_params
 from sparsecl.model.sparse_export import time_calls
-from sparsecl.model.sparse_linear import SparseKernels
+from sparsecl.model.sparse_linear import SparseKernels, SparseLinear
 from sparsecl.topology.store import make_masks
 from sparsecl.train.loop import make_optimizer
 
@@ -41,7 +41,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, random@{args.rho}, batch {bs} x {T} "
           f"tokens, vocab {args.vocab}; median of {args.steps} alternating steps")
     for width in widths:
-        params["model"].update(n_embd=width, n_head=max(1, width // 64))
+        with_width(params, width)
         cfg = config_from_params(params, args.vocab)
         masks = make_masks(params, "random", 0)
         models = {}
@@ -70,8 +70,7 @@ def main() -> None:
 def parts(model: GPT, tokens: int, repeats: int) -> None:
     """Median ms of the dense and sparse products of one MLP c_fc matrix, forward and backward."""
     layer = model.transformer.h[0].mlp.c_fc
-    with SparseKernels(model) as kernels:
-        sparse = kernels.swapped["transformer.h.0.mlp.c_fc"]
+    sparse = SparseLinear(layer)
     pattern, values = sparse.pattern, sparse.values.detach()
     x, dy = torch.randn(tokens, layer.in_features), torch.randn(tokens, layer.out_features)
     w = layer.effective_weight.detach().requires_grad_()

@@ -104,8 +104,10 @@ def test_the_masked_view_inside_the_kernels_is_the_trained_model(toy_params):
         assert not model.masked_layers()
         with torch.no_grad():
             next(iter(kernels.swapped.values())).values.add_(1.0)
+        trained = next(iter(kernels.swapped.values())).values.detach().clone()
         with kernels.masked() as view:
             layer = next(iter(view.masked_layers().values()))
             kept = layer.weight[layer.mask]
             assert len(view.masked_layers()) == len(kernels.layers)
+        assert torch.equal(kept, trained)  # the view holds the values trained under the kernel
         assert torch.equal(next(iter(kernels.swapped.values())).values, kept)

@@ -28,6 +28,10 @@ class Mechanism:
     # Whether `end_phase(0)` changes the pretrained model (postprune prunes it): the sequential stage then
     # saves that model as the arm's phase-0 checkpoint, which `evaluate` scores in place of the pretrained one.
     modifies_pretrained = False
+    # Whether every hook only calls the model, so a phase may train with the sparse kernel (train.kernel),
+    # whose matrices hold their kept values only: a mechanism that reads or writes weights by name and shape
+    # (a penalty, a snapshot, frozen entries) must leave it False, and False is the safe default.
+    sparse_kernel_ok = False
 
     def __init__(self, settings: dict, seed: int = 0):
         self.settings = settings

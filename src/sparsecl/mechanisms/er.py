@@ -22,6 +22,7 @@ REPLAY_SCHEMA = {"buffer_size": number(1, integer=True), "replay_batch": number(
 
 class ReplayBase(Mechanism):
     """The buffer and its upkeep, shared by ER, DER++ and LoRD; subclasses say how replay enters the loss."""
+    sparse_kernel_ok = True  # the buffer holds tokens (and DER++ targets), never weights
 
     def __init__(self, settings: dict, seed: int = 0):
         super().__init__(settings, seed)

@@ -83,6 +83,7 @@ def subnetwork_entries(model, units, heads) -> dict[str, torch.Tensor]:
 
 
 class LowRedundancyDistillation(DarkExperienceReplay):
+    sparse_kernel_ok = False  # its teachers and frozen units read weights by shape
     SCHEMA = {**DERPP_SCHEMA, "distill": number(0), "student": choice(STUDENTS),
               "start_fraction": number(0, 1, lo_open=True), "full_at_phase": number(1, integer=True),
               "teacher_candidates": number(1, integer=True), "max_occupancy": number(0, 1, lo_open=True),

@@ -4,3 +4,4 @@ from sparsecl.mechanisms.base import Mechanism
 
 class NoMechanism(Mechanism):
     SCHEMA: dict = {}
+    sparse_kernel_ok = True

@@ -17,15 +17,9 @@ from sparsecl.data.batches import batch_rng, sample_batch
 from sparsecl.device import autocast
 from sparsecl.errors import IntegrityError, NonFiniteLossError
 from sparsecl.io import tensors_sha256, torch_load, torch_save
-from sparsecl.mechanisms import MECHANISMS, Mechanism
+from sparsecl.mechanisms import Mechanism
 from sparsecl.model.sparse_linear import SparseKernels, SparseLinear
 from sparsecl.train import distributed
-
-# Mechanisms whose hooks only call the model: the others read or write weights by name and shape during a
-# phase (EWC's penalty, SSD's and LoRD's and post-pruning's frozen entries), which the sparse kernel's values
-# do not have, so their phases train with the masked kernel whatever `train.kernel` says.
-SPARSE_KERNEL_MECHANISMS = ("none", "er", "derpp")
-
 
 def make_optimizer(model, tcfg: dict, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (or SGD), weight decay on matrices only (nanoGPT); masked entries are 0 and decoupled decay keeps
@@ -89,8 +83,8 @@ def choose_kernel(model, tcfg: dict, mechanism: Mechanism, x: torch.Tensor, y: t
     kernel = tcfg["kernel"]
     if kernel == "masked":
         return "masked", "train.kernel: masked"
-    if type(mechanism) not in {MECHANISMS[n] for n in SPARSE_KERNEL_MECHANISMS}:
-        return "masked", f"{type(mechanism).__name__} reads weights by shape (sparse kernel: {SPARSE_KERNEL_MECHANISMS})"
+    if not mechanism.sparse_kernel_ok:
+        return "masked", f"{type(mechanism).__name__} reads weights by shape (Mechanism.sparse_kernel_ok)"
     if not any(m.mask is not None for m in model.masked_layers().values()):
         return "masked", "no masked matrix"
     if device.type != "cpu":  # no bf16 sparse products, and their timing would need a device sync
