@@ -89,8 +89,8 @@ def main() -> None:
         seconds, manifest = result.get()
         proc.join()
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
-        tokens = sum(e[s]["tokens"] for e in manifest["domains"].values() for s in ("train", "val"))
-        docs = sum(e[s]["documents"] for e in manifest["domains"].values() for s in ("train", "val"))
+        splits = [e[s] for e in manifest["domains"].values() for s in ("train", "val")]
+        tokens, docs = sum(s["tokens"] for s in splits), sum(s["documents"] for s in splits)
         print(f"text: {text_bytes / 1e9:.3f} GB in {len(DOMAINS)} domains, {docs:,} documents "
               f"(generated in {gen_s:.0f} s)")
         print(f"tokenize: {tokens:,} tokens in {seconds:.0f} s = {tokens / seconds:,.0f} tokens/s "

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from sparsecl.checks import Check, choice, flag, number
-from sparsecl.data.sources import BUILTIN_DOMAINS, SOURCES, TEXT_DOCUMENTS
+from sparsecl.data.sources import BUDGET_KEYS, BUILTIN_DOMAINS, SOURCES, TEXT_DOCUMENTS
 from sparsecl.errors import ParamsError
 from sparsecl.mechanisms import MECHANISMS
 from sparsecl.topology import TOPOLOGIES, kept_per_matrix
@@ -100,7 +100,7 @@ OPTIONAL_SECTIONS = {"topology", "mechanism"}
 # Every source may stop reading early: at most `max_documents` non-empty documents or `max_read_chars`
 # characters, in the source's own order (what a streamed hub dataset needs; data.max_chars, by contrast,
 # caps what was read, in content-hash order).
-BUDGET = {"max_documents": INT_POS, "max_read_chars": INT_POS}
+BUDGET = {key: INT_POS for key in BUDGET_KEYS}
 DOMAIN_SCHEMA = {
     "builtin": {"source": None, **BUDGET},
     "toy": {"source": None, "docs": INT_POS, "seed": INT_NONNEG, **BUDGET},

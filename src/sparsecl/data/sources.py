@@ -26,6 +26,10 @@ TEXT_DOCUMENTS = ("file", "paragraphs", "lines")  # what one document of a text 
 ARROW_BATCH = 1024  # rows per Arrow batch of a streamed json/parquet/hf source
 
 
+# A domain's read budget: at most this many non-empty documents / characters (0 or absent: no limit).
+BUDGET_KEYS = ("max_documents", "max_read_chars")
+
+
 class DocumentStream:
     """One domain's non-empty documents, read lazily and once. While it is read, `provenance` says where
     they came from and `read` counts what was taken (documents, characters), skipped as empty

@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from sparsecl.data.corpus import SHARD_CHARS, DocFile, split_domain
-from sparsecl.data.sources import DocumentStream
+from sparsecl.data.sources import BUDGET_KEYS, DocumentStream
 from sparsecl.errors import EmptyDomainError, IntegrityError
 from sparsecl.io import read_json, sha256_file, write_json
 
@@ -197,7 +197,7 @@ def _notes(name: str, entry: dict, data: dict) -> None:
     if cut["documents"]:
         print(f"[tokenize] note: {name}: data.max_chars={data['max_chars']} cut {cut['documents']} documents "
               f"({cut['chars']} characters)", flush=True)
-    budget = {k: v for k, v in data["domains"][name].items() if k in ("max_documents", "max_read_chars")}
+    budget = {k: v for k, v in data["domains"][name].items() if k in BUDGET_KEYS}
     if read["budget_reached"]:
         print(f"[tokenize] note: {name}: reading stopped at its budget after {read['documents']} documents "
               f"({read['chars']} characters)", flush=True)
